@@ -1,0 +1,92 @@
+"""Where metrics go: the metrics.jsonl file (the source of truth), TensorBoard, and the console.
+
+Plots are drawn from metrics.jsonl, so they can be redrawn without re-running. On a terminal a progress
+bar shows step, epoch, losses, steps/s and ETA; otherwise one log line per logged step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Iterable
+
+logger = logging.getLogger("gan_jax")
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file, in order; [] when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: str, start_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._truncate_after(start_step)
+        # Imported here: tensorboardX pulls in protobuf, which tests of other modules need not load.
+        from tensorboardX import SummaryWriter
+        # purge_step hides events a previous, interrupted run wrote past the step we resume from.
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drops records past `step`, left by a run that logged beyond its last checkpoint.
+
+        A resumed run then appends exactly what an uninterrupted run would have written.
+        """
+        records = read_metrics(self.path)
+        kept = [r for r in records if r["step"] <= step]
+        if len(kept) < len(records):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(tmp, self.path)
+
+    def write(self, step: int, record: dict[str, Any]) -> None:
+        record = {"step": step, **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in record.items():
+            if name != "step" and isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self._tensorboard.close()
+
+
+def format_metrics(record: dict[str, Any], names: Iterable[str]) -> str:
+    return "  ".join(f"{name} {record[name]:.4f}" for name in names if name in record)
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise (CI, log files) a log line per logged step."""
+
+    def __init__(self, start_step: int, total_steps: int, steps_per_epoch: int):
+        self._steps_per_epoch = steps_per_epoch
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, record: dict[str, Any] | None) -> None:
+        """Advances to `step`; `record` (the logged metrics) is shown when given."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            if record is not None:
+                self._bar.set_postfix_str(
+                    f"epoch {record['epoch']}  "
+                    + format_metrics(record, ("d_loss", "g_loss", "d_real", "d_fake")))
+        elif record is not None:
+            rate = record.get("steps_per_s", math.nan)
+            logger.info("step %d  epoch %d  %s  %.2f steps/s", step, record["epoch"],
+                        format_metrics(record, ("d_loss", "g_loss", "d_real", "d_fake")), rate)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,266 @@
+"""`python -m gan_jax.train --config experiments/mnist.py [--workdir DIR] [--config.KEY=VALUE ...]`.
+
+The entry point parses flags and calls `train_and_evaluate(config, workdir)`, which holds the loop:
+restore-or-init, train, and on a cadence log metrics, render samples and save checkpoints. A run whose
+workdir holds a checkpoint resumes from it; SIGTERM or Ctrl-C saves a checkpoint and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gan_jax import config as config_lib
+from gan_jax import input_pipeline, parallel, plots
+from gan_jax.checkpoint import Checkpointer
+from gan_jax.errors import NonFiniteLossError, UserError
+from gan_jax.logging_utils import MetricsWriter, Progress, logger
+from gan_jax.state import GAN, TrainState, abstract_train_state, create_train_state, seed_keys
+
+NUM_SAMPLES = 64  # the 8x8 grid rendered from fixed noise
+_DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+class Interrupted(Exception):
+    """Training was stopped by SIGTERM or Ctrl-C after saving a checkpoint; not an error."""
+
+    def __init__(self, step: int, checkpoint_dir: str):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}")
+        self.step = step
+
+
+def apply_determinism(config: ml_collections.ConfigDict) -> None:
+    """Asks XLA for deterministic GPU kernels (scatter, reductions) when config.deterministic is set.
+
+    XLA reads its flags when the backend starts, so this must run before the first computation; CPU
+    results are deterministic already and ignore the flag.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if config.deterministic and _DETERMINISTIC_XLA_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_DETERMINISTIC_XLA_FLAG}".strip()
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates the workdir and checks it can be written, before any work is done."""
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
+    return workdir
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _first_non_finite(window: list[dict[str, np.ndarray]], first_step: int) -> tuple[int, str, float] | None:
+    """(step, metric, value) of the first NaN or infinite loss in a window of per-step metrics."""
+    for offset, metrics in enumerate(window):
+        for name in ("d_loss", "g_loss"):
+            if not np.isfinite(metrics[name]):
+                return first_step + offset, name, float(metrics[name])
+    return None
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
+
+
+class _InterruptFlag:
+    """Turns SIGTERM and SIGINT into a flag the loop checks after each step (main thread only)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.raised = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains the GAN that `config` describes, writing everything into `workdir`.
+
+    Args:
+      config: a run config (experiments/*.py); validated before anything else happens.
+      workdir: the run's folder; if it holds a checkpoint, training resumes from it.
+
+    Returns:
+      The final training state.
+
+    Raises:
+      UserError: bad config, data, workdir or checkpoint, or a loss that became NaN/infinite.
+      Interrupted: SIGTERM/SIGINT arrived; a checkpoint at the current step was saved first.
+    """
+    config_lib.validate(config)
+    apply_determinism(config)
+    workdir = prepare_workdir(workdir)
+    train_split = input_pipeline.load_split(config.data, "train")
+    num_examples = len(train_split.images)
+    steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
+    total_steps = config_lib.total_steps(config, num_examples)
+
+    gan = GAN.from_config(config)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    try:
+        state = checkpointer.restore(abstract_train_state(gan))
+        if state is None:
+            state = create_train_state(gan, config.seed)
+        else:
+            logger.info("resuming from the checkpoint at step %d", int(state.step))
+        # Written only once the checkpoint is known to fit, so a refused resume changes nothing.
+        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        state = _train_loop(config, workdir, gan, state, train_split.images, checkpointer,
+                            steps_per_epoch, total_steps)
+    finally:
+        checkpointer.close()
+    return state
+
+
+def _train_loop(config, workdir, gan, state, images, checkpointer, steps_per_epoch, total_steps):
+    step = int(state.step)
+    images = jax.device_put(images)  # the whole split, once; batches are gathered on device
+    train_step = parallel.compile_train_step(gan)
+    generate = parallel.compile_generate(gan)
+    fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"], (NUM_SAMPLES, gan.latent_dim))
+    samples_dir = os.path.join(workdir, "samples")
+    writer = MetricsWriter(workdir, start_step=step)
+    progress = Progress(step, total_steps, steps_per_epoch)
+    window, window_start = [], step + 1  # device metrics not yet checked on the host
+    clock, clock_step, compiled = time.perf_counter(), step, False
+    try:
+        with _InterruptFlag() as interrupt:
+            while step < total_steps and not interrupt.raised:
+                state, metrics = train_step(state, images)
+                step += 1
+                if not compiled:
+                    # The first call compiles: time it apart so steps/s reports training speed only.
+                    jax.block_until_ready(metrics)
+                    logger.info("compiled and ran the first step in %.1f s", time.perf_counter() - clock)
+                    clock, clock_step, compiled = time.perf_counter(), step, True
+                window.append(metrics)
+                due = lambda every: step % every == 0 or step == total_steps  # noqa: E731
+                if not (due(config.log_every) or due(config.sample_every)
+                        or due(config.checkpoint_every) or interrupt.raised):
+                    progress.update(step, None)
+                    continue
+                # The only host syncs: at logging, sampling and checkpoint steps.
+                host_window = jax.device_get(window)
+                bad = _first_non_finite(host_window, window_start)
+                if bad is not None:
+                    raise NonFiniteLossError(
+                        f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
+                        f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
+                window, window_start = [], step + 1
+                record = None
+                if due(config.log_every):
+                    now = time.perf_counter()
+                    record = {"epoch": (step - 1) // steps_per_epoch + 1,
+                              **{k: float(v) for k, v in host_window[-1].items()},
+                              "steps_per_s": (step - clock_step) / (now - clock) if step > clock_step else None}
+                    clock, clock_step = now, step
+                    writer.write(step, record)
+                progress.update(step, record)
+                if due(config.sample_every):
+                    plots.save_grid(np.asarray(generate(state.generator, fixed_noise)),
+                                    os.path.join(samples_dir, f"step_{step:07d}.png"))
+                if due(config.checkpoint_every) or interrupt.raised:
+                    if not bool(_all_finite(state)):
+                        raise NonFiniteLossError(f"parameters became NaN or infinite by step {step}; "
+                                                 f"stopped without saving")
+                    checkpointer.save(state)
+            if interrupt.raised and step < total_steps:
+                checkpointer.wait()
+                raise Interrupted(step, checkpointer.directory)
+    finally:
+        progress.close()
+        writer.close()
+    checkpointer.wait()
+    plots.save_loss_curves(writer.path, os.path.join(workdir, "losses.png"))
+    plots.save_progress_gif(samples_dir, os.path.join(workdir, "progress.gif"))
+    return state
+
+
+def main(argv):
+    del argv
+    config = _FLAGS.config
+    workdir = _FLAGS.workdir or os.path.join("runs", _config_stem(_FLAGS["config"].config_filename))
+    _setup_logging()
+    try:
+        state = train_and_evaluate(config, workdir)
+    except Interrupted as e:
+        print(f"{e}. Resume with: {_resume_command(workdir)}", file=sys.stderr)
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"trained to step {int(state.step)}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
+    return 0
+
+
+def _config_stem(config_filename: str) -> str:
+    # "experiments/mnist.py:tiny" -> "mnist"
+    return os.path.splitext(os.path.basename(config_filename.split(":")[0]))[0]
+
+
+def _resume_command(workdir: str) -> str:
+    args = [a for a in sys.argv[1:] if not a.startswith("--workdir")]
+    return " ".join(["python -m gan_jax.train", *args, f"--workdir {workdir}"])
+
+
+def _setup_logging() -> None:
+    """Our own lines as plain "gan_jax: message"; library INFO chatter (orbax, absl) kept quiet."""
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/mnist.py[:variant].",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config file stem>).")
+    flags.mark_flags_as_required(["config"])
+    return flags.FLAGS
+
+
+if __name__ == "__main__":
+    from absl import app
+    _FLAGS = _define_flags()
+    app.run(main)
