@@ -19,6 +19,9 @@ from gan_jax.state import TrainState
 
 
 def _to_saveable(state: TrainState) -> TrainState:
+    """The state with its typed key as raw uint32 key data; works on abstract states too."""
+    if isinstance(state.key, jax.ShapeDtypeStruct):
+        return state.replace(key=jax.eval_shape(jax.random.key_data, state.key))
     return state.replace(key=jax.random.key_data(state.key))
 
 
@@ -45,7 +48,9 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         try:
             self._manager = ocp.CheckpointManager(
-                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+                # Registered up front so a fresh manager can read metadata before any save/restore.
+                item_handlers=ocp.StandardCheckpointHandler())
         except OSError as e:
             raise CheckpointError(f"cannot use checkpoint folder {self.directory}: {e}") from None
 

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real config shrunk for speed, and small IDX datasets written by the tests."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tests that need real MNIST read its folder from here; .ci/run sets it, and they skip without it.
+MNIST_DIR_VAR = "GAN_JAX_MNIST_DIR"
+
+
+def load_experiment(name: str, variant: str = ""):
+    """get_config() of experiments/<name>.py, loaded by path as the CLI does."""
+    path = os.path.join(REPO, "experiments", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:
+    """Writes a uint8 array as an IDX file (magic 0x08 << 8 | ndim, big-endian sizes)."""
+    header = ((0x08 << 8) | array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+        f.write(data)
+
+
+def write_idx_dataset(folder: str, num_train: int = 64, num_test: int = 16, seed: int = 0,
+                      compress: bool = True) -> str:
+    """A small MNIST-shaped dataset of random blobs as the four IDX files; returns the folder."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    for split, n in (("train", num_train), ("t10k", num_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+        write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte{suffix}"), images, compress)
+        write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte{suffix}"), labels, compress)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> str:
+    return write_idx_dataset(str(tmp_path_factory.mktemp("idx_data")))
+
+
+def tiny_config(data_dir: str, **overrides):
+    """experiments/mnist.py:tiny on small IDX data, with narrow networks so steps compile fast."""
+    config = load_experiment("mnist", "tiny")
+    config.data.source = "idx"
+    config.data.dir = data_dir
+    config.batch_size = 8
+    config.latent_dim = 16
+    config.model.g_width = 8
+    config.model.d_width = 8
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+@pytest.fixture
+def python_env():
+    """Environment for CLI subprocesses: this repo importable, output unbuffered."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+PYTHON = sys.executable

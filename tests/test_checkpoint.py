@@ -1,0 +1,82 @@
+"""Checkpoint round trip of the whole state, incompatible checkpoints, and half-written saves."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import tiny_config
+from gan_jax.checkpoint import Checkpointer
+from gan_jax.errors import CheckpointError
+from gan_jax.state import GAN, abstract_train_state, create_train_state
+
+
+def trees_equal(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+@pytest.fixture(scope="module")
+def gan(idx_dir):
+    return GAN.from_config(tiny_config(idx_dir))
+
+
+def test_round_trip_of_the_whole_state(gan, tmp_path):
+    state = create_train_state(gan, seed=3).replace(step=jnp.int32(17))
+    checkpointer = Checkpointer(str(tmp_path / "ckpt"), keep=2)
+    checkpointer.save(state)
+    checkpointer.wait()
+    restored = checkpointer.restore(abstract_train_state(gan))
+    checkpointer.close()
+    assert int(restored.step) == 17
+    # The typed key comes back as a typed key drawing the same numbers.
+    assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
+    assert jnp.array_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
+    assert trees_equal(restored.replace(key=None), state.replace(key=None))
+    # Optimizer state keeps its optax types (restored against a target tree).
+    assert type(restored.generator.opt_state[0]) is type(state.generator.opt_state[0])
+
+
+def test_empty_folder_restores_nothing(gan, tmp_path):
+    checkpointer = Checkpointer(str(tmp_path / "empty"), keep=1)
+    assert checkpointer.restore(abstract_train_state(gan)) is None
+    checkpointer.close()
+
+
+def test_keeps_the_newest(gan, tmp_path):
+    checkpointer = Checkpointer(str(tmp_path / "keep"), keep=2)
+    state = create_train_state(gan, seed=0)
+    for step in (1, 2, 3):
+        checkpointer.save(state.replace(step=jnp.int32(step)))
+        checkpointer.wait()
+    assert checkpointer.latest_step() == 3
+    assert sorted(os.listdir(checkpointer.directory)) == ["2", "3"]
+    checkpointer.close()
+
+
+def test_incompatible_checkpoint_is_a_clear_error(gan, idx_dir, tmp_path):
+    checkpointer = Checkpointer(str(tmp_path / "other"), keep=1)
+    checkpointer.save(create_train_state(gan, seed=0))
+    checkpointer.wait()
+    wider = GAN.from_config(tiny_config(idx_dir, **{"model.g_width": 16}))
+    with pytest.raises(CheckpointError, match="does not fit this config") as info:
+        checkpointer.restore(abstract_train_state(wider))
+    assert "\n" not in str(info.value)
+    checkpointer.close()
+
+
+def test_half_written_save_is_never_picked_up(gan, tmp_path):
+    """Orbax writes into a temporary folder and renames it when done; a crash leaves only the tmp."""
+    directory = tmp_path / "crash"
+    checkpointer = Checkpointer(str(directory), keep=3)
+    checkpointer.save(create_train_state(gan, seed=0).replace(step=jnp.int32(5)))
+    checkpointer.close()
+    # What a process killed mid-save leaves behind: an unfinished temporary folder for step 9.
+    partial = directory / "9.orbax-checkpoint-tmp-1234567"
+    (partial / "default").mkdir(parents=True)
+    (partial / "default" / "_METADATA").write_text("{")
+    reopened = Checkpointer(str(directory), keep=3)
+    assert reopened.latest_step() == 5
+    assert int(reopened.restore(abstract_train_state(gan)).step) == 5
+    reopened.close()

@@ -1,0 +1,81 @@
+"""The config contract: the shipped configs are valid, and bad values fail in one clear line."""
+
+import pytest
+
+from conftest import load_experiment
+from gan_jax import config as config_lib
+from gan_jax.errors import ConfigError
+
+
+def test_shipped_configs_are_valid_and_the_tutorials_setup():
+    config = load_experiment("mnist")
+    config_lib.validate(config)
+    assert (config.batch_size, config.num_epochs, config.latent_dim) == (64, 20, 100)
+    assert (config.g_lr, config.d_lr, config.b1, config.b2) == (2e-4, 2e-4, 0.5, 0.999)
+    assert config.data.source == "tfds" and config.cycle_weight == 0
+    fashion = load_experiment("fashion_mnist")
+    config_lib.validate(fashion)
+    changed = {k for k, v in config_lib.flatten(fashion).items() if config_lib.flatten(config)[k] != v}
+    assert changed == {"data.name"}
+    config_lib.validate(load_experiment("mnist", "tiny"))
+
+
+def test_every_contract_key_is_in_the_shipped_config():
+    contract = {"seed", "batch_size", "num_epochs", "num_steps", "latent_dim", "data.source",
+                "data.name", "data.dir", "log_every", "sample_every", "checkpoint_every",
+                "keep_checkpoints"}
+    assert contract <= set(config_lib.flatten(load_experiment("mnist")))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", 0, "batch_size=0 is invalid"),
+    ("batch_size", 2.5, "wrong type"),
+    ("batch_size", True, "wrong type"),
+    ("data.source", "ftp", "data.source='ftp' is invalid"),
+    ("data.name", "cifar10", "data.name='cifar10' is invalid"),
+    ("b1", 1.0, "b1=1.0 is invalid"),
+    ("g_lr", -1e-4, "g_lr=-0.0001 is invalid"),
+    ("model.init_scheme", "xavier", "init_scheme='xavier' is invalid"),
+    ("keep_checkpoints", 0, "keep_checkpoints=0 is invalid"),
+])
+def test_bad_values(key, value, message):
+    config = load_experiment("mnist")
+    *parents, leaf = key.split(".")
+    target = config
+    for parent in parents:
+        target = target[parent]
+    with target.ignore_type():
+        target[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_unknown_and_missing_keys():
+    config = load_experiment("mnist")
+    config.batchsize = 32
+    with pytest.raises(ConfigError, match="unknown config key.*batchsize"):
+        config_lib.validate(config)
+    config = load_experiment("mnist")
+    del config["log_every"]
+    with pytest.raises(ConfigError, match="missing config key.*log_every"):
+        config_lib.validate(config)
+
+
+def test_inconsistent_values():
+    config = load_experiment("mnist")
+    config.data.source = "idx"
+    with pytest.raises(ConfigError, match="needs config.data.dir"):
+        config_lib.validate(config)
+    config = load_experiment("mnist")
+    config.num_epochs = 0
+    with pytest.raises(ConfigError, match="nothing to train"):
+        config_lib.validate(config)
+    with pytest.raises(ConfigError, match="larger than the 32 training images"):
+        config_lib.steps_per_epoch(load_experiment("mnist"), 32)
+
+
+def test_total_steps():
+    config = load_experiment("mnist")
+    assert config_lib.total_steps(config, 60000) == 20 * 937
+    config.num_steps = 5
+    assert config_lib.total_steps(config, 60000) == 5

@@ -1,0 +1,156 @@
+"""Tests for gan_jax.conv_transpose: every impl against XLA's and against a naive scatter-add reference.
+
+Tolerances: float32 results are compared with `atol = 1e-5 * max|expected|` (and rtol 1e-5). Different
+implementations sum the same products in a different order; at these sizes that moves results by
+at most ~1e-6 of the largest value (measured: 8.3e-7, a kernel gradient), while an indexing or
+orientation bug moves them by O(1) of it. The float64 reference is exact by comparison.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax.conv_transpose import IMPLEMENTATIONS, conv_transpose
+
+# The generator's three layers: (input shape without batch, kernel shape, strides, padding).
+LAYERS = {
+    "1x1_to_7x7": ((1, 1, 100), (7, 7, 100, 128), (1, 1), "VALID"),
+    "7x7_to_14x14": ((7, 7, 128), (4, 4, 128, 64), (2, 2), ((2, 2), (2, 2))),
+    "14x14_to_28x28": ((14, 14, 64), (4, 4, 64, 1), (2, 2), ((2, 2), (2, 2))),
+}
+BATCH = 4
+
+
+def assert_close(actual: jax.Array, expected: jax.Array | np.ndarray) -> None:
+    """Equal up to float32 summation-order differences, measured against the largest |expected|."""
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(expected).max()))
+
+
+def random_inputs(seed: int, x_shape: tuple, kernel_shape: tuple) -> tuple[jax.Array, jax.Array]:
+    """Standard-normal input and a kernel scaled like flax's default init, float32."""
+    kx, kk = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, x_shape, jnp.float32)
+    fan_in = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
+    return x, jax.random.normal(kk, kernel_shape, jnp.float32) / np.sqrt(fan_in)
+
+
+def scatter_add_reference(x: np.ndarray, kernel: np.ndarray, strides: tuple[int, int],
+                          pads: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """Transposed conv the textbook way, in float64, for explicit `lax.conv_transpose` padding.
+
+    Each input pixel adds value * kernel into the output window at stride * position, then the
+    result is cropped. Found empirically (and matching lax's definition as a conv of the dilated
+    input): with `transpose_kernel=False`, lax scatters the *spatially flipped* kernel, and its
+    padding `lo` means "crop K - 1 - lo at the start" (negative crop = zero rows), so one input pixel
+    at i with a one-hot kernel tap k lands at output s*i + lo - k.
+    """
+    batch, h, w, _ = x.shape
+    kh, kw, _, out_features = kernel.shape
+    (sh, sw), ((lo_h, hi_h), (lo_w, hi_w)) = strides, pads
+    full = np.zeros((batch, sh * (h - 1) + kh, sw * (w - 1) + kw, out_features))
+    flipped = kernel[::-1, ::-1].astype(np.float64)
+    for i in range(h):
+        for j in range(w):
+            window = np.einsum("bc,hwco->bhwo", x[:, i, j, :].astype(np.float64), flipped)
+            full[:, sh * i:sh * i + kh, sw * j:sw * j + kw, :] += window
+    # Crop (or, for negative amounts, zero-pad) K - 1 - lo at the start and K - 1 - hi at the end.
+    crop = [(kh - 1 - lo_h, kh - 1 - hi_h), (kw - 1 - lo_w, kw - 1 - hi_w)]
+    full = np.pad(full, [(0, 0)] + [(max(-a, 0), max(-b, 0)) for a, b in crop] + [(0, 0)])
+    (a, b), (c, d) = [(max(a, 0), full.shape[1 + n] - max(b, 0)) for n, (a, b) in enumerate(crop)]
+    return full[:, a:b, c:d, :]
+
+
+def value_and_grads(impl: str, x: jax.Array, kernel: jax.Array, strides: tuple, padding,
+                    seed: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Output and the (x, kernel) gradients for a random cotangent (the same one for every impl)."""
+    f = lambda x, k: conv_transpose(x, k, strides, padding, impl)
+    y, pullback = jax.vjp(jax.jit(f), x, kernel)
+    return y, *pullback(jax.random.normal(jax.random.key(seed), y.shape, y.dtype))
+
+
+def assert_fast_matches_xla(x: jax.Array, kernel: jax.Array, strides: tuple, padding) -> None:
+    expected = value_and_grads("xla", x, kernel, strides, padding)
+    for got, want in zip(value_and_grads("fast", x, kernel, strides, padding), expected):
+        assert got.shape == want.shape
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_fast_matches_xla_on_generator_layers(layer: str) -> None:
+    in_shape, kernel_shape, strides, padding = LAYERS[layer]
+    assert_fast_matches_xla(*random_inputs(0, (BATCH, *in_shape), kernel_shape), strides, padding)
+
+
+@pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
+    ((5, 4), (2, 3), (2, 3), "SAME"),  # stride > K - 1: lax pads low by K - 1
+    ((5, 4), (3, 4), (2, 3), "SAME"),  # uneven (low, high) padding
+    ((5, 4), (3, 4), (2, 3), "VALID"),
+    ((4, 3), (4, 2), (2, 3), ((0, 3), (1, -1))),  # asymmetric, over-wide and negative padding
+    ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, not "VALID"
+])
+def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides: tuple,
+                                          padding) -> None:
+    x, kernel = random_inputs(3, (2, *x_hw, 3), (*kernel_hw, 3, 2))
+    assert_fast_matches_xla(x, kernel, strides, padding)
+
+
+@pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
+    ((1, 1), (3, 3), (1, 1), ((2, 2), (2, 2))),  # the generator's 1x1 case; lo=K-1 is "VALID"
+    ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, crop on one side, pad on the other
+    ((3, 3), (4, 4), (2, 2), ((2, 2), (2, 2))),  # PyTorch ConvTranspose2d(k=4, s=2, p=1)
+    ((3, 2), (3, 2), (3, 2), ((0, 3), (1, -1))),  # uneven strides, negative and over-wide padding
+])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_matches_scatter_add_reference(impl: str, x_hw: tuple, kernel_hw: tuple, strides: tuple,
+                                       padding: tuple) -> None:
+    x, kernel = random_inputs(2, (2, *x_hw, 3), (*kernel_hw, 3, 2))
+    expected = scatter_add_reference(np.asarray(x), np.asarray(kernel), strides, padding)
+    assert_close(conv_transpose(x, kernel, strides, padding, impl), expected)
+
+
+def test_vmap_of_grad_matches_xla() -> None:
+    in_shape, kernel_shape, strides, padding = LAYERS["14x14_to_28x28"]
+    xs, kernel = random_inputs(4, (3, 2, *in_shape), kernel_shape)  # vmapped over the leading 3
+
+    def grads(impl: str) -> tuple[jax.Array, jax.Array]:
+        loss = lambda x, k: jnp.sum(jnp.sin(conv_transpose(x, k, strides, padding, impl)))
+        return jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))(xs, kernel)
+
+    for got, want in zip(grads("fast"), grads("xla")):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_bfloat16_in_bfloat16_out(layer: str) -> None:
+    in_shape, kernel_shape, strides, padding = LAYERS[layer]
+    x, kernel = random_inputs(5, (BATCH, *in_shape), kernel_shape)
+    x16, kernel16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+
+    def loss(x: jax.Array, k: jax.Array) -> jax.Array:
+        return jnp.sum(conv_transpose(x, k, strides, padding, "fast").astype(jnp.float32) ** 2)
+
+    y = conv_transpose(x16, kernel16, strides, padding, "fast")
+    grads = jax.grad(loss, argnums=(0, 1))(x16, kernel16)
+    assert y.dtype == grads[0].dtype == grads[1].dtype == jnp.bfloat16
+    for value in (y, *grads):
+        assert bool(jnp.all(jnp.isfinite(value)))
+    # bfloat16 keeps 8 significant bits: a few percent of the largest value, not float32's 1e-5.
+    expected = conv_transpose(x, kernel, strides, padding, "xla")
+    np.testing.assert_allclose(np.asarray(y, np.float32), expected,
+                               atol=0.05 * float(jnp.abs(expected).max()))
+    # Mixed inputs promote, as flax does: a float32 kernel makes a float32 output.
+    for impl in IMPLEMENTATIONS:
+        assert conv_transpose(x16, kernel, strides, padding, impl).dtype == jnp.float32
+
+
+def test_unknown_impl_or_padding_raises() -> None:
+    x, kernel = random_inputs(6, (1, 2, 2, 1), (2, 2, 1, 1))
+    with pytest.raises(ValueError, match="unknown conv_transpose impl"):
+        conv_transpose(x, kernel, (1, 1), "VALID", impl="cudnn")
+    with pytest.raises(ValueError, match="padding"):
+        conv_transpose(x, kernel, (1, 1), "FULL", impl="fast")

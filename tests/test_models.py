@@ -1,0 +1,72 @@
+"""Model shapes, the pinned parameter counts, and the two initialization schemes."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import load_experiment
+from gan_jax.state import GAN, count_params, create_train_state
+
+
+@pytest.fixture(scope="module")
+def default_state():
+    gan = GAN.from_config(load_experiment("mnist"))
+    return gan, create_train_state(gan, seed=0)
+
+
+def test_parameter_counts_match_the_pytorch_peer(default_state):
+    _, state = default_state
+    assert count_params(state.generator.params) == 759_873
+    assert count_params(state.discriminator.params) == 138_817
+
+
+def test_shapes_and_ranges(default_state):
+    gan, state = default_state
+    z = jax.random.normal(jax.random.key(1), (5, 100))
+    images = gan.generator.apply(state.generator.variables(), z, train=False)
+    assert images.shape == (5, 28, 28, 1)
+    assert float(jnp.abs(images).max()) <= 1.0
+    logits = gan.discriminator.apply(state.discriminator.variables(), images, train=False)
+    assert logits.shape == (5,) and logits.dtype == jnp.float32
+
+
+def test_pytorch_init_uses_pytorch_fan_in(default_state):
+    """Transposed convs take fan-in from the output channels (PyTorch's dim 1), convs from the input."""
+    _, state = default_state
+    g, d = state.generator.params, state.discriminator.params
+    bounds = {
+        ("g", "ConvTranspose_0"): 1 / math.sqrt(128 * 7 * 7),
+        ("g", "ConvTranspose_1"): 1 / math.sqrt(64 * 4 * 4),
+        ("g", "ConvTranspose_2"): 1 / math.sqrt(1 * 4 * 4),
+        ("d", "Conv_0"): 1 / math.sqrt(1 * 4 * 4),
+        ("d", "Conv_1"): 1 / math.sqrt(64 * 4 * 4),
+        ("d", "Dense_0"): 1 / math.sqrt(6272),
+    }
+    for (net, layer), bound in bounds.items():
+        kernel = np.asarray((g if net == "g" else d)[layer]["kernel"])
+        assert np.abs(kernel).max() <= bound
+        # Uniform on [-b, b] has std b/sqrt(3): a wrong fan-in axis would be off by a large factor.
+        assert kernel.std() == pytest.approx(bound / math.sqrt(3), rel=0.1 if kernel.size > 500 else 0.5)
+    assert np.all(np.asarray(g["BatchNorm_0"]["scale"]) == 1)
+
+
+def test_dcgan_init():
+    config = load_experiment("mnist")
+    config.model.init_scheme = "dcgan"
+    state = create_train_state(GAN.from_config(config), seed=0)
+    kernel = np.asarray(state.generator.params["ConvTranspose_1"]["kernel"])
+    assert kernel.std() == pytest.approx(0.02, rel=0.05)
+    assert np.all(np.asarray(state.generator.params["ConvTranspose_1"]["bias"]) == 0)
+    scale = np.asarray(state.generator.params["BatchNorm_0"]["scale"])
+    assert scale.std() == pytest.approx(0.02, rel=0.5) and scale.mean() == pytest.approx(1, abs=0.01)
+
+
+def test_widths_come_from_the_config():
+    config = load_experiment("mnist")
+    config.model.g_width, config.model.d_width, config.latent_dim = 8, 4, 10
+    state = create_train_state(GAN.from_config(config), seed=0)
+    assert state.generator.params["ConvTranspose_0"]["kernel"].shape == (7, 7, 10, 16)
+    assert state.discriminator.params["Conv_1"]["kernel"].shape == (4, 4, 4, 8)

@@ -1,0 +1,167 @@
+"""The training loop in-process: bit-identical reruns, stop-and-resume, and each bad-input case."""
+
+import json
+import os
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import tiny_config
+from gan_jax import parallel, steps, train
+from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
+from gan_jax.logging_utils import read_metrics
+
+NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
+
+
+def trees_equal(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+def numeric_metrics(workdir):
+    """metrics.jsonl without the wall-clock field, the only one allowed to differ between runs."""
+    return [{k: v for k, v in r.items() if k != "steps_per_s"}
+            for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def params_of(state):
+    return (state.generator, state.discriminator, jax.random.key_data(state.key), state.step)
+
+
+@pytest.fixture(scope="module")
+def reference(idx_dir, tmp_path_factory):
+    """One uninterrupted tiny run: (workdir, final state)."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    return workdir, train.train_and_evaluate(tiny_config(idx_dir), workdir)
+
+
+def test_run_leaves_its_artifacts(reference):
+    workdir, state = reference
+    assert int(state.step) == NUM_STEPS
+    assert [r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))] == [2, 4, 6]
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_0000003.png",
+                                                                   "step_0000006.png"]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["num_steps"] == NUM_STEPS
+
+
+def test_two_runs_are_bit_identical(reference, idx_dir, tmp_path):
+    workdir, state = reference
+    again = train.train_and_evaluate(tiny_config(idx_dir), str(tmp_path))
+    assert trees_equal(params_of(again), params_of(state))
+    assert numeric_metrics(str(tmp_path)) == numeric_metrics(workdir)
+
+
+def test_another_seed_trains_another_model(reference, idx_dir, tmp_path):
+    _, state = reference
+    other = train.train_and_evaluate(tiny_config(idx_dir, seed=1), str(tmp_path))
+    assert not trees_equal(other.generator.params, state.generator.params)
+
+
+def _interrupt_after(monkeypatch, num_calls):
+    """Makes the compiled step send this process SIGTERM after `num_calls` steps, as a scheduler would."""
+    compile_train_step = parallel.compile_train_step
+
+    def compile_and_count(gan):
+        step_fn, calls = compile_train_step(gan), []
+
+        def counted(state, images):
+            calls.append(None)
+            if len(calls) == num_calls:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step_fn(state, images)
+        return counted
+    monkeypatch.setattr(parallel, "compile_train_step", compile_and_count)
+
+
+@pytest.fixture(scope="module")
+def interrupted(idx_dir, tmp_path_factory):
+    """A tiny run stopped by SIGTERM after 3 steps: its workdir."""
+    workdir = str(tmp_path_factory.mktemp("interrupted"))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _interrupt_after(monkeypatch, 3)
+        with pytest.raises(train.Interrupted, match="interrupted at step 3"):
+            train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    return workdir
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(interrupted):
+    assert sorted(os.listdir(os.path.join(interrupted, "checkpoints"))) == ["3"]
+    assert [r["step"] for r in read_metrics(os.path.join(interrupted, "metrics.jsonl"))] == [2]
+
+
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(reference, interrupted, idx_dir,
+                                                                   tmp_path):
+    workdir = str(tmp_path / "resumed")
+    shutil.copytree(interrupted, workdir)
+    resumed = train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    reference_dir, reference_state = reference
+    assert trees_equal(params_of(resumed), params_of(reference_state))
+    assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
+
+
+def test_resume_drops_metrics_logged_after_the_last_checkpoint(reference, idx_dir, tmp_path):
+    """A run killed hard after logging step 6 but before saving it resumes from step 4 cleanly."""
+    reference_dir, reference_state = reference
+    workdir = str(tmp_path / "killed")
+    shutil.copytree(reference_dir, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+    resumed = train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    assert trees_equal(params_of(resumed), params_of(reference_state))
+    assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(interrupted, idx_dir, tmp_path,
+                                                           monkeypatch):
+    workdir = str(tmp_path / "nan")
+    shutil.copytree(interrupted, workdir)
+    monkeypatch.setattr(steps, "generator_loss", lambda logits: jnp.full((), jnp.nan))
+    with pytest.raises(NonFiniteLossError, match="g_loss became nan at step 4.*step 3") as info:
+        train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    assert "\n" not in str(info.value)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+    assert [r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))] == [2]
+
+
+def test_incompatible_checkpoint_refused_and_nothing_overwritten(reference, idx_dir, tmp_path):
+    workdir = str(tmp_path / "other_shapes")
+    shutil.copytree(reference[0], workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        before = f.read()
+    with pytest.raises(CheckpointError, match="does not fit this config"):
+        train.train_and_evaluate(tiny_config(idx_dir, **{"model.g_width": 16}), workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == before
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+
+
+def test_unwritable_workdir(idx_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write to workdir"):
+        train.train_and_evaluate(tiny_config(idx_dir), str(blocker / "run"))
+
+
+def test_bad_config_and_data_fail_before_any_work(idx_dir, tmp_path):
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        train.train_and_evaluate(tiny_config(idx_dir, batch_size=0), str(tmp_path / "a"))
+    assert not os.path.exists(tmp_path / "a")
+    with pytest.raises(DataError, match="missing data file"):
+        train.train_and_evaluate(tiny_config(str(tmp_path)), str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="larger than the 64 training images"):
+        train.train_and_evaluate(tiny_config(idx_dir, batch_size=128), str(tmp_path / "c"))
+
+
+def test_deterministic_flag_asks_xla_for_deterministic_ops(idx_dir, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    train.apply_determinism(tiny_config(idx_dir))
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=1",
+                                               "--xla_gpu_deterministic_ops=true"]
+    monkeypatch.setenv("XLA_FLAGS", "")
+    train.apply_determinism(tiny_config(idx_dir, deterministic=False))
+    assert os.environ["XLA_FLAGS"] == ""
