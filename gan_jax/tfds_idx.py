@@ -31,16 +31,24 @@ _FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com
 # Pinned here rather than in a checksums.tsv next to this file: tfds would find that file only through
 # `code_path` (which needs `importlib_resources` and package data), and sums in code cannot go missing.
 _MNIST_FILES = (
-    ("train-images-idx3-ubyte.gz", 9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-    ("train-labels-idx1-ubyte.gz", 28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-    ("t10k-images-idx3-ubyte.gz", 1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    ("t10k-labels-idx1-ubyte.gz", 4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ("train-images-idx3-ubyte.gz", 9912422,
+     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    ("train-labels-idx1-ubyte.gz", 28881,
+     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    ("t10k-images-idx3-ubyte.gz", 1648877,
+     "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    ("t10k-labels-idx1-ubyte.gz", 4542,
+     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
 )
 _FASHION_MNIST_FILES = (
-    ("train-images-idx3-ubyte.gz", 26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-    ("train-labels-idx1-ubyte.gz", 29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-    ("t10k-images-idx3-ubyte.gz", 4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-    ("t10k-labels-idx1-ubyte.gz", 5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    ("train-images-idx3-ubyte.gz", 26421880,
+     "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+    ("train-labels-idx1-ubyte.gz", 29515,
+     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+    ("t10k-images-idx3-ubyte.gz", 4422102,
+     "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+    ("t10k-labels-idx1-ubyte.gz", 5148,
+     "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
 )
 
 _IDX_HINT = "use --config.data.source=idx --config.data.dir=FOLDER with the IDX files"
@@ -48,7 +56,8 @@ _IDX_HINT = "use --config.data.source=idx --config.data.dir=FOLDER with the IDX 
 
 def _url_infos(base_url: str, files: tuple) -> dict[str, tfds_checksums.UrlInfo]:
     return {
-        base_url + name: tfds_checksums.UrlInfo(size=tfds.core.utils.Size(size), checksum=sha256, filename=name)
+        base_url + name: tfds_checksums.UrlInfo(
+            size=tfds.core.utils.Size(size), checksum=sha256, filename=name)
         for name, size, sha256 in files
     }
 
@@ -103,11 +112,13 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 f"[{_one_line(e)}]") from e
         return {split: self._generate_examples(*paths[split]) for split in input_pipeline.SPLITS}
 
-    def _generate_examples(self, images_path: os.PathLike, labels_path: os.PathLike) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(
+        self, images_path: os.PathLike, labels_path: os.PathLike
+    ) -> Iterator[tuple[int, dict]]:
         images = input_pipeline.read_idx_file(os.fspath(images_path), ndim=3)
         labels = input_pipeline.read_idx_file(os.fspath(labels_path), ndim=1)
-        if images.shape[1:] != input_pipeline.IMAGE_SHAPE[:2] or len(images) != len(labels):
-            raise DataError(f"{images_path}, {labels_path}: images {images.shape} do not match labels {labels.shape}")
+        if len(images) != len(labels):  # zip() below would silently drop the excess
+            raise DataError(f"{images_path}: {len(images)} images but {len(labels)} labels in {labels_path}")
         # Integer keys in file order: with `disable_shuffling` tfds writes the examples sorted by key.
         for i, (image, label) in enumerate(zip(images, labels)):
             yield i, {"image": image[..., None], "label": label}
@@ -155,7 +166,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.S
       DataError: unknown name or split, download failure, checksum mismatch, or an unusable data_dir.
     """
     if name not in BUILDERS:
-        raise DataError(f"unknown dataset {name!r} for data.source='tfds'; expected one of {sorted(BUILDERS)}")
+        raise DataError(
+            f"unknown dataset {name!r} for data.source='tfds'; expected one of {sorted(BUILDERS)}")
     if split not in input_pipeline.SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {list(input_pipeline.SPLITS)}")
     where = data_dir or "the default tfds data dir"
@@ -166,9 +178,7 @@ def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.S
         builder.download_and_prepare(download_config=_download_config())
         source = builder.as_data_source(split)
         examples = source.__getitems__(range(len(source)))  # one batched read, in record order
-    except DataError:
-        raise
-    except OSError as e:  # network errors were turned into DataError above; these are the file system's
+    except OSError as e:  # download errors became DataError in `_split_generators`: this is the disk
         raise DataError(f"cannot prepare or read {name} in {where}: {_one_line(e)}") from e
     images = np.stack([example["image"] for example in examples]).astype(np.uint8, copy=False)
     labels = np.asarray([example["label"] for example in examples], dtype=np.uint8)

@@ -8,11 +8,9 @@ unless a test replaces it on purpose.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import importlib.abc
+import os
 import pathlib
 import sys
-from typing import Iterator
 from unittest import mock
 
 import ml_collections
@@ -22,11 +20,10 @@ import requests
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.download import downloader as tfds_downloader
+from tensorflow_datasets.testing import mocking as tfds_mocking
 
 from gan_jax import input_pipeline, tfds_idx
 from gan_jax.errors import DataError
-
-_NUM_EXAMPLES = {"train": 30, "test": 10}
 
 
 @pytest.fixture(autouse=True)
@@ -40,25 +37,7 @@ def _offline_and_sandboxed(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(tfds_downloader, "_open_url", no_network)
 
 
-@pytest.fixture
-def idx_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    """A folder with the four gzipped IDX files: random images and labels, 30 train and 10 test."""
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for split, (image_stem, label_stem) in input_pipeline.IDX_FILES.items():
-        n = _NUM_EXAMPLES[split]
-        _write_idx(folder / f"{image_stem}.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        _write_idx(folder / f"{label_stem}.gz", rng.integers(0, 10, n, dtype=np.uint8))
-    return folder
-
-
-def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
-    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
-
-
-def _serve_from(folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
+def _serve_from(folder: str, monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
     """Makes `DownloadManager.download` return the files in `folder` named like the URLs' last part.
 
     This replaces the download step only in the test: the download manager and its checksum
@@ -66,34 +45,12 @@ def _serve_from(folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> mock.M
     """
 
     def download(urls: dict) -> dict:
-        return {key: tuple(folder / url.rsplit("/", 1)[1] for url in group) for key, group in urls.items()}
+        return {key: tuple(os.path.join(folder, url.rsplit("/", 1)[1]) for url in group)
+                for key, group in urls.items()}
 
     fake = mock.Mock(side_effect=download)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", fake)
     return fake
-
-
-class _ImportSpy(importlib.abc.MetaPathFinder):
-    """Records attempts to import the given top-level packages, found or not."""
-
-    def __init__(self, *names: str) -> None:
-        self.names = names
-        self.attempts: list[str] = []
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] in self.names:
-            self.attempts.append(fullname)
-        return None  # let the normal finders decide
-
-
-@contextlib.contextmanager
-def _spy_imports(*names: str) -> Iterator[_ImportSpy]:
-    spy = _ImportSpy(*names)
-    sys.meta_path.insert(0, spy)
-    try:
-        yield spy
-    finally:
-        sys.meta_path.remove(spy)
 
 
 def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypatch):
@@ -102,39 +59,45 @@ def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypat
     # None in sys.modules makes `import importlib_resources` fail: we must not need it.
     monkeypatch.setitem(sys.modules, "importlib_resources", None)
 
-    with _spy_imports("tensorflow") as spy:
-        for split in input_pipeline.SPLITS:
-            got = tfds_idx.load("mnist", split, data_dir=data_dir)
-            want = input_pipeline.load_idx_split(str(idx_dir), split)
-            assert got.images.dtype == np.uint8 and got.labels.dtype == np.uint8
-            assert got.images.shape == (_NUM_EXAMPLES[split], 28, 28, 1)
-            np.testing.assert_array_equal(got.images, want.images)  # same order, same pixels
-            np.testing.assert_array_equal(got.labels, want.labels)
-    assert spy.attempts == [], "tensorflow import attempted"
+    for split in input_pipeline.SPLITS:
+        got = tfds_idx.load("mnist", split, data_dir=data_dir)
+        want = input_pipeline.load_idx_split(idx_dir, split)
+        assert got.images.dtype == np.uint8 and got.labels.dtype == np.uint8
+        assert got.images.shape == want.images.shape and got.images.shape[1:] == (28, 28, 1)
+        np.testing.assert_array_equal(got.images, want.images)  # same order, same pixels
+        np.testing.assert_array_equal(got.labels, want.labels)
+    # TensorFlow is not installed here, so any use of it would have failed above; where it is
+    # installed, this catches an import. (etils only probes `importlib.util.find_spec("tensorflow")`.)
     assert "tensorflow" not in sys.modules
     assert download.call_count == 1  # both splits come from one prepare
     assert list((tmp_path / "tfds" / "gan_jax_mnist" / "1.0.0").glob("*-train.array_record-*"))
 
     again = tfds_idx.load("mnist", "train", data_dir=data_dir)
     assert download.call_count == 1  # reused the prepared data
-    np.testing.assert_array_equal(again.images, input_pipeline.load_idx_split(str(idx_dir), "train").images)
+    np.testing.assert_array_equal(again.images, input_pipeline.load_idx_split(idx_dir, "train").images)
 
 
 def test_fashion_mnist_is_a_separate_dataset(tmp_path, idx_dir, monkeypatch):
     download = _serve_from(idx_dir, monkeypatch)
     tfds_idx.load("fashion_mnist", "test", data_dir=str(tmp_path / "tfds"))
     (urls,), _ = download.call_args
-    assert all(url.startswith(tfds_idx.GanJaxFashionMnist.BASE_URL) for group in urls.values() for url in group)
+    base_url = tfds_idx.GanJaxFashionMnist.BASE_URL
+    assert all(url.startswith(base_url) for group in urls.values() for url in group)
     assert (tmp_path / "tfds" / "gan_jax_fashion_mnist" / "1.0.0").is_dir()
 
 
 def test_every_url_has_a_pinned_checksum():
     for builder in tfds_idx.BUILDERS.values():
-        urls = {builder.BASE_URL + stem + ".gz" for stems in input_pipeline.IDX_FILES.values() for stem in stems}
+        stems = [stem for pair in input_pipeline.IDX_FILES.values() for stem in pair]
+        urls = {builder.BASE_URL + stem + ".gz" for stem in stems}
         assert set(builder.url_infos) == urls
 
 
-def test_load_split_under_mock_data(tmp_path):
+def test_load_split_under_mock_data(tmp_path, monkeypatch):
+    # tfds 4.9.10 bug: mock_data sets the data source's `__getitems__` to a partial of a function taking
+    # `self`, but MagicMock binds no `self` for that (non-standard) dunder, so a batched read raises
+    # TypeError. Swap in the same function without `self` (only `serialized=True` reads need it).
+    monkeypatch.setattr(tfds_mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
     config = ml_collections.ConfigDict({"source": "tfds", "name": "mnist", "dir": str(tmp_path)})
     with tfds.testing.mock_data(num_examples=7, data_dir=str(tmp_path)):
         split = input_pipeline.load_split(config, "train")
@@ -152,7 +115,8 @@ def _assert_one_line(error: DataError) -> str:
 def test_no_network_is_a_data_error_and_a_later_load_recovers(tmp_path, idx_dir, monkeypatch):
     def unreachable(url: str, **kwargs):
         # What requests raises once urllib3 has given up retrying an unresolvable host.
-        raise requests.exceptions.ConnectionError(f"Max retries exceeded with url: {url}\n(Caused by NameResolutionError)")
+        raise requests.exceptions.ConnectionError(
+            f"Max retries exceeded with url: {url}\n(Caused by NameResolutionError)")
 
     monkeypatch.setattr(tfds_downloader, "_open_url", unreachable)
     data_dir = str(tmp_path / "tfds")
@@ -162,7 +126,8 @@ def test_no_network_is_a_data_error_and_a_later_load_recovers(tmp_path, idx_dir,
     assert "cannot download mnist" in message and "data.source=idx" in message
 
     _serve_from(idx_dir, monkeypatch)  # the failed attempt left nothing that blocks a new one
-    assert len(tfds_idx.load("mnist", "train", data_dir=data_dir).labels) == _NUM_EXAMPLES["train"]
+    split = tfds_idx.load("mnist", "train", data_dir=data_dir)
+    np.testing.assert_array_equal(split.labels, input_pipeline.load_idx_split(idx_dir, "train").labels)
 
 
 def test_checksum_mismatch_is_a_data_error(tmp_path, monkeypatch):
