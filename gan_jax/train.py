@@ -7,6 +7,7 @@ workdir holds a checkpoint resumes from it; SIGTERM or Ctrl-C saves a checkpoint
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -260,7 +261,32 @@ def _define_flags():
     return flags.FLAGS
 
 
+def _one_line(error: Exception) -> str:
+    """The gist of a flag or config-file error on one line (ml_collections nests reprs and tracebacks)."""
+    text = str(error)
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = ast.literal_eval(text)  # an error whose message is the repr of a string
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        lines = lines[-1:]  # the raised exception, not the stack above it
+    return " ".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with a bad config file or override reported in one line (exit 2)."""
+    try:
+        remaining = _FLAGS(argv)
+        _FLAGS.config.keys()  # loads the config file now, so its errors surface here too
+    except AttributeError as e:  # ml_collections' way of saying an override names no field
+        print(f"error: bad command line: unknown config key {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001  (flag and config-file errors come in many types)
+        print(f"error: bad command line: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    return remaining
+
+
 if __name__ == "__main__":
     from absl import app
     _FLAGS = _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

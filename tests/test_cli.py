@@ -1,0 +1,133 @@
+"""`python -m gan_jax.train` as a user runs it: artifacts, one-line errors, SIGTERM and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import MNIST_DIR_VAR, PYTHON, REPO, write_idx_dataset
+
+TINY = ["--config", os.path.join(REPO, "experiments", "mnist.py:tiny"), "--config.batch_size=8",
+        "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8"]
+
+
+def run_cli(args, env, timeout=300):
+    return subprocess.run([PYTHON, "-m", "gan_jax.train", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def cli_data(tmp_path_factory):
+    return write_idx_dataset(str(tmp_path_factory.mktemp("cli_data")))
+
+
+def idx_args(data_dir):
+    return ["--config.data.source=idx", f"--config.data.dir={data_dir}"]
+
+
+def test_cli_run_writes_every_artifact(cli_data, tmp_path, python_env):
+    workdir = tmp_path / "run"
+    result = run_cli([*TINY, *idx_args(cli_data), f"--workdir={workdir}"], python_env)
+    assert result.returncode == 0, result.stderr
+    with open(workdir / "config.json") as f:
+        config = json.load(f)
+    assert config["batch_size"] == 8 and config["data"]["dir"] == cli_data
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for record in records:
+        assert {"step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "steps_per_s"} <= set(record)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
+    assert sorted(os.listdir(workdir / "samples")) == ["step_0000003.png", "step_0000006.png"]
+    assert Image.open(workdir / "samples" / "step_0000006.png").size == (8 * 28, 8 * 28)
+    assert Image.open(workdir / "losses.png").format == "PNG"
+    gif = Image.open(workdir / "progress.gif")
+    assert gif.format == "GIF" and gif.n_frames == 2
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6"]
+    # Not a terminal: one log line per logged step instead of a progress bar.
+    assert result.stderr.count("gan_jax: step ") == 3
+
+
+def test_workdir_defaults_to_runs_and_the_config_stem(cli_data, tmp_path, python_env):
+    result = subprocess.run([PYTHON, "-m", "gan_jax.train", *TINY, *idx_args(cli_data),
+                             "--config.num_steps=1"], cwd=tmp_path, env=python_env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "mnist" / "checkpoints" / "1").is_dir()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.batch_size=0"], "error: config.batch_size=0 is invalid"),
+    (["--config.data.source=ftp"], "error: config.data.source='ftp' is invalid"),
+    (["--config.data.name=cifar10"], "error: config.data.name='cifar10' is invalid"),
+    (["--config.data.dir=/nonexistent/mnist"], "error: data.dir '/nonexistent/mnist' is not a folder"),
+])
+def test_bad_input_is_one_line_and_non_zero(extra, message, cli_data, tmp_path, python_env):
+    result = run_cli([*TINY, *idx_args(cli_data), *extra, f"--workdir={tmp_path}"], python_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == message or message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_key_is_refused(cli_data, tmp_path, python_env):
+    result = run_cli([*TINY, *idx_args(cli_data), "--config.batchsize=3", f"--workdir={tmp_path}"],
+                     python_env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: bad command line: unknown config key 'batchsize'")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_refused(tmp_path, python_env):
+    result = run_cli(["--config", str(tmp_path / "nope.py"), f"--workdir={tmp_path}"], python_env)
+    assert result.returncode == 2 and "nope.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_data_file(tmp_path, python_env):
+    data = write_idx_dataset(str(tmp_path / "data"))
+    with open(os.path.join(data, "train-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(b"garbage")
+    result = run_cli([*TINY, *idx_args(data), f"--workdir={tmp_path / 'run'}"], python_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train-images-idx3-ubyte.gz" in result.stderr
+
+
+def test_sigterm_saves_exits_zero_and_resume_finishes(cli_data, tmp_path, python_env):
+    workdir = tmp_path / "run"
+    args = [*TINY, *idx_args(cli_data), "--config.num_steps=100000", "--config.log_every=1",
+            f"--workdir={workdir}"]
+    process = subprocess.Popen([PYTHON, "-m", "gan_jax.train", *args], env=python_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Resume with: python -m gan_jax.train" in stderr
+    steps = [int(name) for name in os.listdir(workdir / "checkpoints")]
+    assert len(steps) == 1 and steps[0] >= 3
+    # Resuming continues from the saved step.
+    result = run_cli([*args, f"--config.num_steps={steps[0] + 2}"], python_env)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from the checkpoint at step {steps[0]}" in result.stderr
+    assert max(int(n) for n in os.listdir(workdir / "checkpoints")) == steps[0] + 2
+
+
+@pytest.mark.skipif(not os.environ.get(MNIST_DIR_VAR), reason=f"set {MNIST_DIR_VAR} to real MNIST")
+def test_real_mnist_trains(tmp_path, python_env):
+    """A short run on real MNIST with the real model: D learns to tell real from fake."""
+    result = run_cli(["--config", os.path.join(REPO, "experiments", "mnist.py"),
+                      *idx_args(os.environ[MNIST_DIR_VAR]), "--config.num_steps=30",
+                      "--config.log_every=30", "--config.sample_every=30",
+                      "--config.checkpoint_every=30", f"--workdir={tmp_path}"], python_env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert record["d_real"] > record["d_fake"]
+    assert 0 < record["d_loss"] < 1.0
