@@ -47,6 +47,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
 
+    # Data parallelism: batch_size is the global batch, split evenly over the devices.
+    config.parallel = "pmap"  # "pmap" or "shard_map", over the same per-device step
+    config.num_devices = 0  # local devices to use; 0: all of them
+
     config.deterministic = True  # XLA's deterministic ops on GPU (no effect on CPU, already deterministic)
 
     if variant == "tiny":

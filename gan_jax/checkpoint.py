@@ -1,8 +1,12 @@
 """Checkpoints of the whole training state with orbax: restore-or-init, save on a cadence, wait.
 
+What is saved is the host form of the state (`parallel.HostState`: numpy leaves, the PRNG key as raw
+key data): one unreplicated copy, whatever the number of devices or processes that trained it. With
+several processes every process takes part in a save, as orbax requires, and the primary one writes.
+
 Orbax writes each step into a temporary folder and renames it only once complete, so a run killed
 mid-save leaves nothing that a later run would restore half-written; `latest_step` sees finished
-checkpoints only. The typed PRNG key is saved as its raw key data and wrapped again on restore.
+checkpoints only.
 """
 
 from __future__ import annotations
@@ -18,11 +22,9 @@ from gan_jax.errors import CheckpointError
 from gan_jax.state import TrainState
 
 
-def _to_saveable(state: TrainState) -> TrainState:
-    """The state with its typed key as raw uint32 key data; works on abstract states too."""
-    if isinstance(state.key, jax.ShapeDtypeStruct):
-        return state.replace(key=jax.eval_shape(jax.random.key_data, state.key))
-    return state.replace(key=jax.random.key_data(state.key))
+def abstract_host_state(abstract_state: TrainState) -> TrainState:
+    """The host form's shapes and dtypes, from an abstract device state (typed key -> key data)."""
+    return abstract_state.replace(key=jax.eval_shape(jax.random.key_data, abstract_state.key))
 
 
 def _path_name(path) -> str:
@@ -41,7 +43,7 @@ def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 class Checkpointer:
-    """The run's checkpoint folder: a thin layer over `ocp.CheckpointManager` for `TrainState`."""
+    """The run's checkpoint folder: a thin layer over `ocp.CheckpointManager` for the host state."""
 
     def __init__(self, directory: str, keep: int):
         # Orbax needs absolute paths.
@@ -58,7 +60,11 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState | None:
-        """The state saved at `step` (default: the latest), or None when the folder holds none.
+        """The host state saved at `step` (default: the latest), or None when the folder holds none.
+
+        Args:
+          abstract_state: shapes and dtypes of the host state to restore (see `abstract_host_state`).
+          step: which checkpoint; the latest by default.
 
         Raises:
           CheckpointError: the checkpoint's shapes differ from `abstract_state`'s (another config).
@@ -66,9 +72,8 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        target = _to_saveable(abstract_state)
         saved = _shapes(self._manager.item_metadata(step).tree)
-        wanted = _shapes(target)
+        wanted = _shapes(abstract_state)
         if saved != wanted:
             differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             first = differing[0]
@@ -76,15 +81,16 @@ class Checkpointer:
                 f"checkpoint at step {step} in {self.directory} does not fit this config "
                 f"({len(differing)} arrays differ, e.g. {first}: saved {saved.get(first, 'absent')}, "
                 f"config gives {wanted.get(first, 'absent')}); use another --workdir")
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        return restored.replace(key=jax.random.wrap_key_data(restored.key))
+        # numpy targets restore as numpy, on every process, with the optax state types of the target.
+        target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
+        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
-    def save(self, state: TrainState) -> None:
-        """Starts an asynchronous save of `state` at its step (no-op if that step is saved already)."""
-        step = int(state.step)
+    def save(self, host_state: TrainState) -> None:
+        """Starts an asynchronous save of the host state at its step (no-op if already saved)."""
+        step = int(host_state.step)
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)), force=True)
+        self._manager.save(step, args=ocp.args.StandardSave(host_state), force=True)
 
     def wait(self) -> None:
         """Blocks until every started save is complete on disk."""

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from gan_jax import conv_transpose
+from gan_jax import conv_transpose, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.input_pipeline import DATASETS, SOURCES
 
@@ -60,6 +60,8 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "checkpoint_every": (int, _positive, ">= 1"),
     "keep_checkpoints": (int, _positive, ">= 1"),
     "deterministic": (bool, lambda v: True, "true or false"),
+    "parallel": (str, _one_of(*parallel.MODES), f"one of {parallel.MODES}"),
+    "num_devices": (int, _non_negative, ">= 0 (0: every local device)"),
 }
 
 

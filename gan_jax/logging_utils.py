@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 from typing import Any, Iterable
@@ -83,9 +82,10 @@ class Progress:
                     f"epoch {record['epoch']}  "
                     + format_metrics(record, ("d_loss", "g_loss", "d_real", "d_fake")))
         elif record is not None:
-            rate = record.get("steps_per_s", math.nan)
-            logger.info("step %d  epoch %d  %s  %.2f steps/s", step, record["epoch"],
-                        format_metrics(record, ("d_loss", "g_loss", "d_real", "d_fake")), rate)
+            rate = record.get("steps_per_s")
+            logger.info("step %d  epoch %d  %s%s", step, record["epoch"],
+                        format_metrics(record, ("d_loss", "g_loss", "d_real", "d_fake")),
+                        "" if rate is None else f"  {rate:.2f} steps/s")
 
     def close(self) -> None:
         if self._bar is not None:

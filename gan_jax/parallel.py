@@ -1,27 +1,170 @@
-"""The one place that turns the pure per-device step into the compiled step the loop calls.
+"""The one place that maps the per-device step over devices, and moves state between host and devices.
 
-On one device: `jax.jit` with the state donated, so a training step is one dispatch and updates the
-state's buffers in place.
+- One device in total: `jax.jit`, state donated.
+- Several (`config.parallel`): `jax.pmap` (default) or `jax.shard_map` under `jax.jit`, over the same
+  per-device `steps.train_step` with a named axis. Each device takes its contiguous slice of the very
+  global batch a one-device run would use; gradients, metrics and BatchNorm statistics are averaged over
+  the axis, so N devices train the model one device would, up to float rounding.
+- Several processes (`jax.distributed`): the same, with each process driving its local devices; the
+  named axis spans every device of every process.
+
+The host-side form of the state (`HostState`: numpy leaves, the key as raw key data) is what checkpoints
+hold: one unreplicated copy, independent of how many devices trained it, so a run saved on 4 devices
+resumes on 2 or 1.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gan_jax import steps
+from gan_jax.errors import ConfigError, UserError
 from gan_jax.state import GAN, TrainState
 
-StepFn = Callable[[TrainState, jax.Array], tuple[TrainState, steps.Metrics]]
+AXIS = "data"  # the named device axis collectives average over
+MODES = ("pmap", "shard_map")
+
+HostState = TrainState  # with numpy leaves and `key` as uint32 key data
 
 
-def compile_train_step(gan: GAN) -> StepFn:
-    """`state, metrics = step(state, images)`; the input state is donated (do not reuse it)."""
-    return jax.jit(functools.partial(steps.train_step, gan=gan), donate_argnums=0)
+def to_host(state: TrainState) -> HostState:
+    """A device-resident single-copy state as numpy, its typed key as raw key data."""
+    return jax.device_get(state.replace(key=jax.random.key_data(state.key)))
+
+
+def initialize_distributed(coordinator: str | None, num_processes: int | None,
+                           process_id: int | None, bind_address: str | None, timeout_s: int) -> None:
+    """Joins a multi-process run through `jax.distributed` (the JAX runtime is the transport).
+
+    With no coordinator, JAX detects the cluster itself (SLURM, TPU pods, Open MPI...). A process
+    that cannot reach the others within `timeout_s` fails instead of hanging, and so does one whose
+    peer stops answering for as long (the coordination service's heartbeat).
+
+    Raises:
+      UserError: the processes could not connect.
+    """
+    # CPU devices of several processes talk through gloo; GPUs and TPUs ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, coordinator_bind_address=bind_address,
+                                   initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=timeout_s)
+    except (RuntimeError, ValueError, jax.errors.JaxRuntimeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not join the distributed run (coordinator {coordinator}, "
+                        f"{num_processes} processes, this is {process_id}): {first_line}") from None
+
+
+def participating_devices(num_local: int) -> list[jax.Device]:
+    """The first `num_local` devices of every process, in process then local order (the axis order)."""
+    by_process: dict[int, list[jax.Device]] = {}
+    for device in jax.devices():
+        by_process.setdefault(device.process_index, []).append(device)
+    local = jax.local_devices()
+    order = {device.id: i for i, device in enumerate(local)}
+    devices = []
+    for process in sorted(by_process):
+        ranked = sorted(by_process[process], key=lambda d: order.get(d.id, d.id))
+        devices.extend(ranked[:num_local])
+    return devices
+
+
+class DataParallel:
+    """Compiles the train step for the configured devices and lays out state and data for it.
+
+    Attributes:
+      mode: "jit" (one device in total), "pmap" or "shard_map".
+      num_devices: devices taking part, over all processes.
+      gan: models and optimizers, with BatchNorm averaging over the device axis when there is one.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        num_local = config.num_devices or jax.local_device_count()
+        if num_local > jax.local_device_count():
+            raise ConfigError(f"config.num_devices={num_local} but this process has only "
+                              f"{jax.local_device_count()} {jax.default_backend()} device(s)")
+        self.local_devices = jax.local_devices()[:num_local]
+        self.devices = participating_devices(num_local)
+        self.num_devices = len(self.devices)
+        if config.batch_size % self.num_devices:
+            raise ConfigError(f"config.batch_size={config.batch_size} does not divide evenly over "
+                              f"{self.num_devices} devices")
+        self.mode = "jit" if self.num_devices == 1 else config.parallel
+        self.gan = GAN.from_config(config, axis_name=None if self.mode == "jit" else AXIS)
+        self._mesh = Mesh(np.array(self.devices), (AXIS,))
+        self._local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
+        self.train_step = self._compile_train_step()
+
+    def _compile_train_step(self) -> Callable:
+        """`state, metrics = train_step(state, images)`; the input state is donated (do not reuse it)."""
+        if self.mode == "jit":
+            return jax.jit(functools.partial(steps.train_step, gan=self.gan), donate_argnums=0)
+        per_device = functools.partial(steps.train_step, gan=self.gan, axis_name=AXIS)
+        if self.mode == "pmap":
+            devices = None if len(self.local_devices) == jax.local_device_count() else self.devices
+            return jax.pmap(per_device, axis_name=AXIS, devices=devices, donate_argnums=0)
+        # shard_map: state, data and metrics replicated; the pmeans inside make them agree. check_vma
+        # is off so that, as under pmap, jax.grad of replicated parameters gives each device's local
+        # gradient (with it on, grad would already psum over devices, and the step's pmean of the
+        # gradients would then be N times too large).
+        mapped = jax.shard_map(per_device, mesh=self._mesh, in_specs=(P(), P()), out_specs=(P(), P()),
+                               check_vma=False)
+        return jax.jit(mapped, donate_argnums=0)
+
+    def put_state(self, host_state: HostState) -> TrainState:
+        """Lays out one host copy of the state for the step: on the device, or replicated."""
+        return self._replicate(host_state, wrap_key=True)
+
+    def put_data(self, images: np.ndarray) -> jax.Array:
+        """The whole training split on every participating device, once."""
+        return self._replicate(images, wrap_key=False)
+
+    def _replicate(self, tree: Any, wrap_key: bool) -> Any:
+        if self.mode == "jit":
+            placed = jax.device_put(tree, self.local_devices[0])
+        elif self.mode == "pmap":
+            # pmap takes per-process arrays with a leading axis of local devices.
+            n = len(self.local_devices)
+            stacked = jax.tree.map(lambda x: np.broadcast_to(x, (n, *np.shape(x))), tree)
+            placed = jax.device_put(stacked, NamedSharding(self._local_mesh, P(AXIS)))
+        else:
+            sharding = NamedSharding(self._mesh, P())
+            placed = jax.tree.map(
+                lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+        if wrap_key:
+            placed = placed.replace(key=jax.random.wrap_key_data(placed.key))
+        return placed
+
+    def get_state(self, state: TrainState) -> HostState:
+        """One host copy of the (replicated) state: numpy leaves, the key as raw key data."""
+        return self._one_copy(state.replace(key=jax.random.key_data(state.key)))
+
+    def get_metrics(self, metrics: Any) -> Any:
+        """One host copy of a step's (device-averaged) metrics."""
+        return self._one_copy(metrics)
+
+    def _one_copy(self, tree: Any) -> Any:
+        if self.mode == "pmap":
+            return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
+        if self.mode == "shard_map":
+            return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data), tree)
+        return jax.device_get(tree)
 
 
 def compile_generate(gan: GAN) -> Callable:
-    """`images = generate(generator_state, noise)`, G in inference mode."""
+    """`images = generate(generator_state, noise)`: G in inference mode on the default device."""
     return jax.jit(functools.partial(steps.generate, gan))
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every float in a host tree is finite."""
+    return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.floating))

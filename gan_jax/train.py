@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -18,16 +17,16 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
 from gan_jax import input_pipeline, parallel, plots
-from gan_jax.checkpoint import Checkpointer
+from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
 from gan_jax.logging_utils import MetricsWriter, Progress, logger
-from gan_jax.state import GAN, TrainState, abstract_train_state, create_train_state, seed_keys
+from gan_jax.parallel import HostState
+from gan_jax.state import abstract_train_state, create_train_state, seed_keys
 
 NUM_SAMPLES = 64  # the 8x8 grid rendered from fixed noise
 _DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -57,7 +56,7 @@ def prepare_workdir(workdir: str) -> str:
     workdir = os.path.abspath(workdir)
     try:
         os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # per process: hosts may share it
         with open(probe, "w"):
             pass
         os.remove(probe)
@@ -83,13 +82,16 @@ def _first_non_finite(window: list[dict[str, np.ndarray]], first_step: int) -> t
     return None
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
+def _any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any (processes must stop at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 class _InterruptFlag:
-    """Turns SIGTERM and SIGINT into a flag the loop checks after each step (main thread only)."""
+    """Turns SIGTERM and SIGINT into a flag the loop checks between steps (main thread only)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -110,15 +112,16 @@ class _InterruptFlag:
             signal.signal(sig, handler)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostState:
     """Trains the GAN that `config` describes, writing everything into `workdir`.
 
     Args:
       config: a run config (experiments/*.py); validated before anything else happens.
-      workdir: the run's folder; if it holds a checkpoint, training resumes from it.
+      workdir: the run's folder; if it holds a checkpoint, training resumes from it. With several
+        processes it must be shared; only process 0 writes logs, samples and plots.
 
     Returns:
-      The final training state.
+      The final training state, one host copy (numpy leaves, the key as raw key data).
 
     Raises:
       UserError: bad config, data, workdir or checkpoint, or a loss that became NaN/infinite.
@@ -126,58 +129,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """
     config_lib.validate(config)
     apply_determinism(config)
+    data_parallel = parallel.DataParallel(config)
     workdir = prepare_workdir(workdir)
     train_split = input_pipeline.load_split(config.data, "train")
     num_examples = len(train_split.images)
     steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
     total_steps = config_lib.total_steps(config, num_examples)
 
-    gan = GAN.from_config(config)
+    gan = data_parallel.gan
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     try:
-        state = checkpointer.restore(abstract_train_state(gan))
-        if state is None:
-            state = create_train_state(gan, config.seed)
+        host_state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)))
+        if host_state is None:
+            host_state = parallel.to_host(create_train_state(gan, config.seed))
         else:
-            logger.info("resuming from the checkpoint at step %d", int(state.step))
-        # Written only once the checkpoint is known to fit, so a refused resume changes nothing.
-        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        state = _train_loop(config, workdir, gan, state, train_split.images, checkpointer,
-                            steps_per_epoch, total_steps)
+            logger.info("resuming from the checkpoint at step %d", int(host_state.step))
+        if jax.process_index() == 0:
+            # Written only once the checkpoint is known to fit, so a refused resume changes nothing.
+            _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        logger.info("training on %d %s device(s) (%s), global batch %d", data_parallel.num_devices,
+                    jax.default_backend(), data_parallel.mode, config.batch_size)
+        host_state = _train_loop(config, workdir, data_parallel, host_state, train_split.images,
+                                 checkpointer, steps_per_epoch, total_steps)
     finally:
         checkpointer.close()
-    return state
+    return host_state
 
 
-def _train_loop(config, workdir, gan, state, images, checkpointer, steps_per_epoch, total_steps):
-    step = int(state.step)
-    images = jax.device_put(images)  # the whole split, once; batches are gathered on device
-    train_step = parallel.compile_train_step(gan)
-    generate = parallel.compile_generate(gan)
-    fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"], (NUM_SAMPLES, gan.latent_dim))
+def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer, steps_per_epoch,
+                total_steps):
+    step = int(host_state.step)
+    state = data_parallel.put_state(host_state)
+    images = data_parallel.put_data(images)  # the whole split, once; batches are gathered on device
+    is_writer = jax.process_index() == 0
+    generate = parallel.compile_generate(data_parallel.gan)
+    fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
+                                    (NUM_SAMPLES, config.latent_dim))
     samples_dir = os.path.join(workdir, "samples")
-    writer = MetricsWriter(workdir, start_step=step)
-    progress = Progress(step, total_steps, steps_per_epoch)
+    writer = MetricsWriter(workdir, start_step=step) if is_writer else None
+    progress = Progress(step, total_steps, steps_per_epoch) if is_writer else None
     window, window_start = [], step + 1  # device metrics not yet checked on the host
     clock, clock_step, compiled = time.perf_counter(), step, False
+    stopping = False
     try:
         with _InterruptFlag() as interrupt:
-            while step < total_steps and not interrupt.raised:
-                state, metrics = train_step(state, images)
+            while step < total_steps and not stopping:
+                state, metrics = data_parallel.train_step(state, images)
                 step += 1
+                window.append(metrics)
                 if not compiled:
                     # The first call compiles: time it apart so steps/s reports training speed only.
                     jax.block_until_ready(metrics)
                     logger.info("compiled and ran the first step in %.1f s", time.perf_counter() - clock)
                     clock, clock_step, compiled = time.perf_counter(), step, True
-                window.append(metrics)
                 due = lambda every: step % every == 0 or step == total_steps  # noqa: E731
-                if not (due(config.log_every) or due(config.sample_every)
-                        or due(config.checkpoint_every) or interrupt.raised):
-                    progress.update(step, None)
+                any_due = due(config.log_every) or due(config.sample_every) or due(config.checkpoint_every)
+                # One process alone checks its flag every step; several agree at synced steps only.
+                stopping = interrupt.raised if jax.process_count() == 1 else (
+                    any_due and _any_process(interrupt.raised))
+                if not (any_due or stopping):
+                    if progress:
+                        progress.update(step, None)
                     continue
                 # The only host syncs: at logging, sampling and checkpoint steps.
-                host_window = jax.device_get(window)
+                host_window = [data_parallel.get_metrics(m) for m in window]
                 bad = _first_non_finite(host_window, window_start)
                 if bad is not None:
                     raise NonFiniteLossError(
@@ -185,32 +200,38 @@ def _train_loop(config, workdir, gan, state, images, checkpointer, steps_per_epo
                         f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
                 window, window_start = [], step + 1
                 record = None
-                if due(config.log_every):
+                if due(config.log_every) and is_writer:
                     now = time.perf_counter()
                     record = {"epoch": (step - 1) // steps_per_epoch + 1,
                               **{k: float(v) for k, v in host_window[-1].items()},
                               "steps_per_s": (step - clock_step) / (now - clock) if step > clock_step else None}
                     clock, clock_step = now, step
                     writer.write(step, record)
-                progress.update(step, record)
-                if due(config.sample_every):
-                    plots.save_grid(np.asarray(generate(state.generator, fixed_noise)),
-                                    os.path.join(samples_dir, f"step_{step:07d}.png"))
-                if due(config.checkpoint_every) or interrupt.raised:
-                    if not bool(_all_finite(state)):
+                if progress:
+                    progress.update(step, record)
+                if due(config.sample_every) or due(config.checkpoint_every) or stopping:
+                    host_state = data_parallel.get_state(state)
+                if due(config.sample_every) and is_writer:
+                    samples = generate(jax.device_put(host_state.generator), fixed_noise)
+                    plots.save_grid(np.asarray(samples), os.path.join(samples_dir, f"step_{step:07d}.png"))
+                if due(config.checkpoint_every) or stopping:
+                    if not parallel.all_finite(host_state):
                         raise NonFiniteLossError(f"parameters became NaN or infinite by step {step}; "
                                                  f"stopped without saving")
-                    checkpointer.save(state)
-            if interrupt.raised and step < total_steps:
+                    checkpointer.save(host_state)
+            if stopping and step < total_steps:
                 checkpointer.wait()
                 raise Interrupted(step, checkpointer.directory)
     finally:
-        progress.close()
-        writer.close()
+        if progress:
+            progress.close()
+        if writer:
+            writer.close()
     checkpointer.wait()
-    plots.save_loss_curves(writer.path, os.path.join(workdir, "losses.png"))
-    plots.save_progress_gif(samples_dir, os.path.join(workdir, "progress.gif"))
-    return state
+    if is_writer:
+        plots.save_loss_curves(writer.path, os.path.join(workdir, "losses.png"))
+        plots.save_progress_gif(samples_dir, os.path.join(workdir, "progress.gif"))
+    return data_parallel.get_state(state)
 
 
 def main(argv):
@@ -219,12 +240,23 @@ def main(argv):
     workdir = _FLAGS.workdir or os.path.join("runs", _config_stem(_FLAGS["config"].config_filename))
     _setup_logging()
     try:
+        if _FLAGS.distributed or _FLAGS.coordinator:
+            parallel.initialize_distributed(_FLAGS.coordinator, _FLAGS.num_processes,
+                                            _FLAGS.process_id, _FLAGS.coordinator_bind_address,
+                                            _FLAGS.distributed_timeout)
         state = train_and_evaluate(config, workdir)
     except Interrupted as e:
         print(f"{e}. Resume with: {_resume_command(workdir)}", file=sys.stderr)
         return 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise  # a bug, or the device failing: keep the traceback
+        # With several processes this is how a lost peer shows up in the collectives.
+        print(f"error: lost contact with another process of the distributed run: "
+              f"{_one_line(e)[:300]}", file=sys.stderr)
         return 1
     print(f"trained to step {int(state.step)}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
     return 0
@@ -257,6 +289,16 @@ def _define_flags():
     config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/mnist.py[:variant].",
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config file stem>).")
+    # Several processes (hosts): the JAX runtime connects them; see README, "Several hosts".
+    flags.DEFINE_bool("distributed", False, "Join a multi-process run that JAX detects from the "
+                      "cluster (SLURM, TPU pod, Open MPI); implied by --coordinator.")
+    flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0's coordination service.")
+    flags.DEFINE_integer("num_processes", None, "How many processes take part.")
+    flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+    flags.DEFINE_string("coordinator_bind_address", None, "Address process 0's coordination "
+                        "service listens on, e.g. 127.0.0.1:PORT to stay on loopback.")
+    flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for the other processes, at "
+                         "start and when one stops answering, before failing.")
     flags.mark_flags_as_required(["config"])
     return flags.FLAGS
 

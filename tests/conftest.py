@@ -7,6 +7,12 @@ import importlib.util
 import os
 import sys
 
+# Four fake CPU devices for the multi-device tests; set before anything imports JAX. Single-device
+# numerics do not change with this flag, and the single-device tests ask for one device.
+NUM_FAKE_DEVICES = 4
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={NUM_FAKE_DEVICES}"])
+
 import numpy as np
 import pytest
 
@@ -61,6 +67,7 @@ def tiny_config(data_dir: str, **overrides):
     config.latent_dim = 16
     config.model.g_width = 8
     config.model.d_width = 8
+    config.num_devices = 1
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -29,7 +29,8 @@ def numeric_metrics(workdir):
 
 
 def params_of(state):
-    return (state.generator, state.discriminator, jax.random.key_data(state.key), state.step)
+    """Everything in a (host) training state: parameters, statistics, Adam states, key, step."""
+    return (state.generator, state.discriminator, state.key, state.step)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,10 @@ def test_another_seed_trains_another_model(reference, idx_dir, tmp_path):
 
 def _interrupt_after(monkeypatch, num_calls):
     """Makes the compiled step send this process SIGTERM after `num_calls` steps, as a scheduler would."""
-    compile_train_step = parallel.compile_train_step
+    compile_train_step = parallel.DataParallel._compile_train_step
 
-    def compile_and_count(gan):
-        step_fn, calls = compile_train_step(gan), []
+    def compile_and_count(self):
+        step_fn, calls = compile_train_step(self), []
 
         def counted(state, images):
             calls.append(None)
@@ -76,7 +77,7 @@ def _interrupt_after(monkeypatch, num_calls):
                 os.kill(os.getpid(), signal.SIGTERM)
             return step_fn(state, images)
         return counted
-    monkeypatch.setattr(parallel, "compile_train_step", compile_and_count)
+    monkeypatch.setattr(parallel.DataParallel, "_compile_train_step", compile_and_count)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""Data parallelism: N devices and several processes train what one device trains.
+
+Runs on fake CPU devices (conftest sets --xla_force_host_platform_device_count=4) and, for several
+processes, on 127.0.0.1 with gloo collectives.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import PYTHON, REPO, tiny_config
+from gan_jax import input_pipeline, parallel, train
+from gan_jax.checkpoint import Checkpointer, abstract_host_state
+from gan_jax.errors import ConfigError
+from gan_jax.logging_utils import read_metrics
+from gan_jax.state import abstract_train_state, create_train_state
+
+NUM_STEPS = 20
+BATCH = 16
+# Biases directly followed by BatchNorm have a zero gradient in exact arithmetic: BatchNorm subtracts
+# them again. Their computed gradient is float rounding noise, which Adam normalizes into full-size
+# steps of about lr, so they (with their Adam moments and the running means they shift) wander
+# differently on any change of summation order. They do not change what the networks compute.
+GAUGE = ("ConvTranspose_0/bias", "ConvTranspose_1/bias", "Conv_1/bias", "batch_stats/BatchNorm_0/mean",
+         "batch_stats/BatchNorm_1/mean")
+TOLERANCE = 1e-5  # measured: at most 2.5e-7 absolute after 20 steps, on 2 or 4 devices vs 1
+
+
+def leaves_by_name(tree):
+    from gan_jax.checkpoint import _path_name
+    return {_path_name(path): np.asarray(leaf) for path, leaf in
+            jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def assert_same_training(a, b, gauge_atol):
+    """Every leaf within TOLERANCE, except gauge leaves (within a few Adam steps); step and key exact."""
+    a, b = leaves_by_name(a), leaves_by_name(b)
+    assert a.keys() == b.keys()
+    for name in a:
+        if name in ("step", "key"):
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        elif any(g in name for g in GAUGE):
+            np.testing.assert_allclose(a[name], b[name], atol=gauge_atol, rtol=0, err_msg=name)
+        else:
+            np.testing.assert_allclose(a[name], b[name], atol=TOLERANCE, rtol=0, err_msg=name)
+
+
+def run_steps(config, images, num_steps):
+    """(one host copy of the state, device state, metrics per step) after num_steps on config's devices."""
+    data_parallel = parallel.DataParallel(config)
+    state = data_parallel.put_state(parallel.to_host(create_train_state(data_parallel.gan, config.seed)))
+    images = data_parallel.put_data(images)
+    metrics = []
+    for _ in range(num_steps):
+        state, step_metrics = data_parallel.train_step(state, images)
+        metrics.append(data_parallel.get_metrics(step_metrics))
+    return data_parallel.get_state(state), state, metrics
+
+
+@pytest.fixture(scope="module")
+def images(idx_dir):
+    return input_pipeline.load_idx_split(idx_dir, "train").images
+
+
+@pytest.fixture(scope="module")
+def one_device(idx_dir, images):
+    return run_steps(tiny_config(idx_dir, batch_size=BATCH), images, NUM_STEPS)
+
+
+def _lr_bound(config, num_steps):
+    # Adam moves a parameter by at most about lr per step (more only while nu is tiny); 2x margin.
+    return 2 * max(config.g_lr, config.d_lr) * num_steps
+
+
+@pytest.mark.parametrize("num_devices, mode", [(2, "pmap"), (4, "pmap"), (4, "shard_map")])
+def test_n_devices_train_what_one_device_trains(one_device, idx_dir, images, num_devices, mode):
+    config = tiny_config(idx_dir, batch_size=BATCH, num_devices=num_devices, parallel=mode)
+    host, device_state, metrics = run_steps(config, images, NUM_STEPS)
+    reference_host, _, reference_metrics = one_device
+    assert_same_training(host, reference_host, gauge_atol=_lr_bound(config, NUM_STEPS))
+    for step_metrics, reference in zip(metrics, reference_metrics):
+        for name in reference:
+            assert abs(float(step_metrics[name]) - float(reference[name])) < TOLERANCE, name
+    # Replicas are bit-identical to each other.
+    for leaf in jax.tree.leaves(device_state.generator) + jax.tree.leaves(device_state.discriminator):
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        if mode == "pmap":
+            shards = list(shards[0]) if len(shards) == 1 else [s[0] for s in shards]
+        assert all(np.array_equal(s, shards[0]) for s in shards)
+
+
+def test_pmap_and_shard_map_agree_bitwise(idx_dir, images):
+    pmapped, _, _ = run_steps(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel="pmap"),
+                              images, 5)
+    sharded, _, _ = run_steps(
+        tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel="shard_map"), images, 5)
+    for a, b in zip(jax.tree.leaves(pmapped), jax.tree.leaves(sharded)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_n_devices_compute_the_same_generator_function(one_device, idx_dir, images):
+    """The gauge leaves differ, the function G trains with does not: its batch outputs agree closely.
+
+    (In inference mode the running means lag the drifting biases by a few steps, which shows as a
+    difference of order lr / std; with batch statistics the biases cancel exactly.)
+    """
+    config = tiny_config(idx_dir, batch_size=BATCH, num_devices=4)
+    host, _, _ = run_steps(config, images, NUM_STEPS)
+    gan = parallel.DataParallel(tiny_config(idx_dir)).gan
+    noise = jax.random.normal(jax.random.key(0), (BATCH, config.latent_dim))
+    apply = jax.jit(lambda g: gan.generator.apply(g.variables(), noise, train=True,
+                                                  mutable=["batch_stats"])[0])
+    np.testing.assert_allclose(apply(host.generator), apply(one_device[0].generator), atol=TOLERANCE)
+
+
+def test_batch_must_divide_over_devices(idx_dir):
+    with pytest.raises(ConfigError, match="does not divide evenly over 4 devices"):
+        parallel.DataParallel(tiny_config(idx_dir, batch_size=10, num_devices=4))
+    with pytest.raises(ConfigError, match="only 4 cpu device"):
+        parallel.DataParallel(tiny_config(idx_dir, num_devices=8))
+
+
+def test_save_on_4_devices_resume_on_2(idx_dir, tmp_path):
+    """Checkpoints hold one unreplicated copy: a 4-device run continues on 2 devices (and on 1)."""
+    base = dict(batch_size=BATCH, num_steps=NUM_STEPS, checkpoint_every=10, log_every=5,
+                sample_every=10)
+    uninterrupted = train.train_and_evaluate(tiny_config(idx_dir, num_devices=4, **base),
+                                             str(tmp_path / "four"))
+    half = dict(base, num_steps=NUM_STEPS // 2)
+    for resume_devices in (2, 1):
+        workdir = str(tmp_path / f"four_then_{resume_devices}")
+        train.train_and_evaluate(tiny_config(idx_dir, num_devices=4, **half), workdir)
+        resumed = train.train_and_evaluate(tiny_config(idx_dir, num_devices=resume_devices, **base),
+                                           workdir)
+        assert_same_training(resumed, uninterrupted, gauge_atol=2 * 2e-4 * NUM_STEPS)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(process_id, port, workdir, data_dir, extra, env):
+    args = [PYTHON, "-m", "gan_jax.train", "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
+            "--config.data.source=idx", f"--config.data.dir={data_dir}", f"--config.batch_size={BATCH}",
+            "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
+            "--config.num_devices=2", f"--config.num_steps={NUM_STEPS}", "--config.log_every=5",
+            "--config.sample_every=10", "--config.checkpoint_every=10", f"--workdir={workdir}",
+            f"--coordinator=127.0.0.1:{port}", f"--coordinator_bind_address=127.0.0.1:{port}",
+            "--num_processes=2", f"--process_id={process_id}", "--distributed_timeout=15", *extra]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def two_device_env(python_env):
+    """Each process of a two-process run gets 2 fake CPU devices (4 in all)."""
+    return dict(python_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
+def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, tmp_path,
+                                                                        two_device_env):
+    workdir, port = tmp_path / "two_processes", _free_port()
+    processes = [_launch(i, port, workdir, idx_dir, [], two_device_env) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    single = train.train_and_evaluate(
+        tiny_config(idx_dir, batch_size=BATCH, num_devices=4, num_steps=NUM_STEPS, log_every=5,
+                    sample_every=10, checkpoint_every=10), str(tmp_path / "one_process"))
+    checkpointer = Checkpointer(str(workdir / "checkpoints"), keep=3)
+    gan = parallel.DataParallel(tiny_config(idx_dir)).gan
+    restored = checkpointer.restore(abstract_host_state(abstract_train_state(gan)))
+    checkpointer.close()
+    assert_same_training(restored, single, gauge_atol=2 * 2e-4 * NUM_STEPS)
+    # Only process 0 wrote logs, samples and metrics: one record per logged step, not two.
+    assert [r["step"] for r in read_metrics(str(workdir / "metrics.jsonl"))] == [5, 10, 15, 20]
+    assert "gan_jax: step 5" in outputs[0][1] and "gan_jax: step 5" not in outputs[1][1]
+    assert sorted(os.listdir(workdir / "samples")) == ["step_0000010.png", "step_0000020.png"]
+
+
+def test_a_dead_peer_ends_the_other_process_in_bounded_time(idx_dir, tmp_path, two_device_env):
+    workdir, port = tmp_path / "dies", _free_port()
+    long_run = ["--config.num_steps=1000000", "--config.checkpoint_every=1000000"]
+    processes = [_launch(i, port, workdir, idx_dir, long_run, two_device_env) for i in range(2)]
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not metrics.exists():
+        assert all(p.poll() is None for p in processes) and time.monotonic() < deadline
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = processes[0].communicate(timeout=120)
+    assert processes[0].returncode != 0
+    assert time.monotonic() - killed_at < 90  # --distributed_timeout=15 plus shutdown
+    # JAX's coordination service names the cause before it ends the process.
+    assert "another task died" in stderr
+    processes[1].communicate()
