@@ -26,8 +26,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.g_width = 64  # G: latent -> 2*g_width -> g_width -> 1 channels
     config.model.d_width = 64  # D: 1 -> d_width -> 2*d_width channels
     config.model.init_scheme = "pytorch"  # "pytorch" (the tutorial's defaults) or "dcgan" (N(0, 0.02))
-    # How G's transposed convolutions are computed; same function and parameters either way.
-    config.model.conv_transpose = "xla"
+    # How G's transposed convolutions are computed: "fast" (a matmul for the 1x1 -> 7x7 layer, and a
+    # custom gradient XLA's CPU backend runs well) or "xla" (what flax.linen.ConvTranspose does). Same
+    # function and parameters either way, so checkpoints load under both.
+    config.model.conv_transpose = "fast"
+    # What layers compute in: "float32", or "bfloat16" (parameters and Adam states stay float32).
+    config.model.compute_dtype = "float32"
     config.latent_dim = 100
 
     # Optimization: Adam for each network. The tutorial used Adam's default beta1 = 0.9; DCGAN practice
@@ -40,6 +44,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.b1 = 0.5
     config.b2 = 0.999
     config.cycle_weight = 0.0  # the tutorial's L1(real, fake) "cycle" term, applied to G's loss
+
+    # Training steps per compiled call (K > 1 removes per-step dispatch overhead on accelerators);
+    # the cadences below must be multiples of it.
+    config.steps_per_call = 1
 
     # Bookkeeping, in steps.
     config.log_every = 200

@@ -27,7 +27,8 @@ def abstract_host_state(abstract_state: TrainState) -> TrainState:
     return abstract_state.replace(key=jax.eval_shape(jax.random.key_data, abstract_state.key))
 
 
-def _path_name(path) -> str:
+def path_name(path) -> str:
+    """"generator/params/ConvTranspose_0/kernel" for a pytree key path."""
     parts = []
     for entry in path:
         for attr in ("key", "name", "idx"):
@@ -39,7 +40,7 @@ def _path_name(path) -> str:
 
 def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_path_name(path): (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves}
+    return {path_name(path): (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves}
 
 
 class Checkpointer:

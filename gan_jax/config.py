@@ -15,6 +15,7 @@ from gan_jax.errors import ConfigError
 from gan_jax.input_pipeline import DATASETS, SOURCES
 
 INIT_SCHEMES = ("pytorch", "dcgan")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def _positive(value) -> bool:
@@ -46,6 +47,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "model.init_scheme": (str, _one_of(*INIT_SCHEMES), f"one of {INIT_SCHEMES}"),
     "model.conv_transpose": (str, _one_of(*conv_transpose.IMPLEMENTATIONS),
                              f"one of {conv_transpose.IMPLEMENTATIONS}"),
+    "model.compute_dtype": (str, _one_of(*COMPUTE_DTYPES), f"one of {COMPUTE_DTYPES}"),
     "latent_dim": (int, _positive, ">= 1"),
     "batch_size": (int, _positive, ">= 1"),
     "num_epochs": (int, _non_negative, ">= 0"),
@@ -59,6 +61,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "sample_every": (int, _positive, ">= 1"),
     "checkpoint_every": (int, _positive, ">= 1"),
     "keep_checkpoints": (int, _positive, ">= 1"),
+    "steps_per_call": (int, _positive, ">= 1"),
     "deterministic": (bool, lambda v: True, "true or false"),
     "parallel": (str, _one_of(*parallel.MODES), f"one of {parallel.MODES}"),
     "num_devices": (int, _non_negative, ">= 0 (0: every local device)"),
@@ -99,6 +102,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}={value!r} is invalid; expected {meaning}")
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
+    for cadence in ("log_every", "sample_every", "checkpoint_every"):
+        if config[cadence] % config.steps_per_call:
+            raise ConfigError(f"config.{cadence}={config[cadence]} is not a multiple of "
+                              f"config.steps_per_call={config.steps_per_call}")
     if config.data.source == "idx" and not config.data.dir:
         raise ConfigError("config.data.source='idx' needs config.data.dir, the folder of IDX files")
 

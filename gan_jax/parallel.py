@@ -101,13 +101,24 @@ class DataParallel:
         self.gan = GAN.from_config(config, axis_name=None if self.mode == "jit" else AXIS)
         self._mesh = Mesh(np.array(self.devices), (AXIS,))
         self._local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
-        self.train_step = self._compile_train_step()
+        self._compiled: dict[int, Callable] = {}
+        self.train_step = self.train_steps(1)
 
-    def _compile_train_step(self) -> Callable:
-        """`state, metrics = train_step(state, images)`; the input state is donated (do not reuse it)."""
+    def _compile_train_step(self, num_steps: int = 1) -> Callable:
+        """`state, metrics = step(state, images)` running `num_steps` steps per call.
+
+        The input state is donated (do not reuse it). With num_steps > 1 the metrics are stacked
+        over the steps, shape (num_steps,).
+        """
+        if num_steps == 1:
+            step = steps.train_step
+        else:
+            # Unrolled on CPU, rolled elsewhere: see steps.train_steps.
+            step = functools.partial(steps.train_steps, num_steps=num_steps,
+                                     unroll=jax.default_backend() == "cpu")
         if self.mode == "jit":
-            return jax.jit(functools.partial(steps.train_step, gan=self.gan), donate_argnums=0)
-        per_device = functools.partial(steps.train_step, gan=self.gan, axis_name=AXIS)
+            return jax.jit(functools.partial(step, gan=self.gan), donate_argnums=0)
+        per_device = functools.partial(step, gan=self.gan, axis_name=AXIS)
         if self.mode == "pmap":
             devices = None if len(self.local_devices) == jax.local_device_count() else self.devices
             return jax.pmap(per_device, axis_name=AXIS, devices=devices, donate_argnums=0)
@@ -118,6 +129,12 @@ class DataParallel:
         mapped = jax.shard_map(per_device, mesh=self._mesh, in_specs=(P(), P()), out_specs=(P(), P()),
                                check_vma=False)
         return jax.jit(mapped, donate_argnums=0)
+
+    def train_steps(self, num_steps: int) -> Callable:
+        """The compiled call running `num_steps` steps (compiled once per count, on first use)."""
+        if num_steps not in self._compiled:
+            self._compiled[num_steps] = self._compile_train_step(num_steps)
+        return self._compiled[num_steps]
 
     def put_state(self, host_state: HostState) -> TrainState:
         """Lays out one host copy of the state for the step: on the device, or replicated."""
@@ -147,9 +164,12 @@ class DataParallel:
         """One host copy of the (replicated) state: numpy leaves, the key as raw key data."""
         return self._one_copy(state.replace(key=jax.random.key_data(state.key)))
 
-    def get_metrics(self, metrics: Any) -> Any:
-        """One host copy of a step's (device-averaged) metrics."""
-        return self._one_copy(metrics)
+    def get_metrics(self, metrics: Any) -> list[dict[str, np.ndarray]]:
+        """One host copy of a call's (device-averaged) metrics, as one dict per step."""
+        host = self._one_copy(metrics)
+        if np.ndim(next(iter(host.values()))) == 0:
+            return [host]
+        return [dict(zip(host, values)) for values in zip(*host.values())]
 
     def _one_copy(self, tree: Any) -> Any:
         if self.mode == "pmap":

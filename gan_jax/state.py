@@ -69,11 +69,14 @@ class GAN:
     def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None) -> "GAN":
         """Builds models and optimizers; `axis_name` names the device axis BatchNorm averages over."""
         model = config.model
+        # Parameters and optimizer states stay float32; compute_dtype is what layers compute in.
+        dtype = jnp.dtype(model.compute_dtype)
         return cls(
             generator=Generator(width=model.g_width, init_scheme=model.init_scheme,
-                                conv_transpose=model.conv_transpose, axis_name=axis_name),
+                                conv_transpose=model.conv_transpose, axis_name=axis_name,
+                                dtype=dtype),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
-                                        axis_name=axis_name),
+                                        axis_name=axis_name, dtype=dtype),
             g_optimizer=optax.adam(config.g_lr, b1=config.b1, b2=config.b2),
             d_optimizer=optax.adam(config.d_lr, b1=config.b1, b2=config.b2),
             latent_dim=config.latent_dim,

@@ -169,19 +169,28 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
     writer = MetricsWriter(workdir, start_step=step) if is_writer else None
     progress = Progress(step, total_steps, steps_per_epoch) if is_writer else None
     window, window_start = [], step + 1  # device metrics not yet checked on the host
-    clock, clock_step, compiled = time.perf_counter(), step, False
+    clock, clock_step, compiled = time.perf_counter(), step, set()
     stopping = False
     try:
         with _InterruptFlag() as interrupt:
             while step < total_steps and not stopping:
-                state, metrics = data_parallel.train_step(state, images)
-                step += 1
+                # steps_per_call at a time while aligned to it and room is left; single steps else
+                # (a run resumed off the grid, or the tail of the run).
+                num_steps = config.steps_per_call
+                if step % num_steps or step + num_steps > total_steps:
+                    num_steps = 1
+                call_start = time.perf_counter()
+                state, metrics = data_parallel.train_steps(num_steps)(state, images)
+                step += num_steps
                 window.append(metrics)
-                if not compiled:
-                    # The first call compiles: time it apart so steps/s reports training speed only.
+                if num_steps not in compiled:
+                    # A first call compiles: keep it out of steps/s, which reports training speed.
                     jax.block_until_ready(metrics)
-                    logger.info("compiled and ran the first step in %.1f s", time.perf_counter() - clock)
-                    clock, clock_step, compiled = time.perf_counter(), step, True
+                    elapsed = time.perf_counter() - call_start
+                    logger.info("compiled and ran the first call of %d step(s) in %.1f s", num_steps,
+                                elapsed)
+                    clock, clock_step = clock + elapsed, clock_step + num_steps
+                    compiled.add(num_steps)
                 due = lambda every: step % every == 0 or step == total_steps  # noqa: E731
                 any_due = due(config.log_every) or due(config.sample_every) or due(config.checkpoint_every)
                 # One process alone checks its flag every step; several agree at synced steps only.
@@ -192,7 +201,7 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                         progress.update(step, None)
                     continue
                 # The only host syncs: at logging, sampling and checkpoint steps.
-                host_window = [data_parallel.get_metrics(m) for m in window]
+                host_window = [m for call in window for m in data_parallel.get_metrics(call)]
                 bad = _first_non_finite(host_window, window_start)
                 if bad is not None:
                     raise NonFiniteLossError(

@@ -79,3 +79,13 @@ def test_total_steps():
     assert config_lib.total_steps(config, 60000) == 20 * 937
     config.num_steps = 5
     assert config_lib.total_steps(config, 60000) == 5
+
+
+def test_cadences_must_be_multiples_of_steps_per_call():
+    config = load_experiment("mnist")
+    config.steps_per_call = 50
+    config.log_every = 210
+    with pytest.raises(ConfigError, match="log_every=210 is not a multiple of config.steps_per_call=50"):
+        config_lib.validate(config)
+    config.log_every = 200
+    config_lib.validate(config)

@@ -5,7 +5,6 @@ processes, on 127.0.0.1 with gloo collectives.
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, tiny_config
+from conftest import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config
 from gan_jax import input_pipeline, parallel, train
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import ConfigError
@@ -24,34 +23,6 @@ from gan_jax.state import abstract_train_state, create_train_state
 
 NUM_STEPS = 20
 BATCH = 16
-# Biases directly followed by BatchNorm have a zero gradient in exact arithmetic: BatchNorm subtracts
-# them again. Their computed gradient is float rounding noise, which Adam normalizes into full-size
-# steps of about lr, so they (with their Adam moments and the running means they shift) wander
-# differently on any change of summation order. They do not change what the networks compute.
-GAUGE = ("ConvTranspose_0/bias", "ConvTranspose_1/bias", "Conv_1/bias", "batch_stats/BatchNorm_0/mean",
-         "batch_stats/BatchNorm_1/mean")
-TOLERANCE = 1e-5  # measured: at most 2.5e-7 absolute after 20 steps, on 2 or 4 devices vs 1
-
-
-def leaves_by_name(tree):
-    from gan_jax.checkpoint import _path_name
-    return {_path_name(path): np.asarray(leaf) for path, leaf in
-            jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def assert_same_training(a, b, gauge_atol):
-    """Every leaf within TOLERANCE, except gauge leaves (within a few Adam steps); step and key exact."""
-    a, b = leaves_by_name(a), leaves_by_name(b)
-    assert a.keys() == b.keys()
-    for name in a:
-        if name in ("step", "key"):
-            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-        elif any(g in name for g in GAUGE):
-            np.testing.assert_allclose(a[name], b[name], atol=gauge_atol, rtol=0, err_msg=name)
-        else:
-            np.testing.assert_allclose(a[name], b[name], atol=TOLERANCE, rtol=0, err_msg=name)
-
-
 def run_steps(config, images, num_steps):
     """(one host copy of the state, device state, metrics per step) after num_steps on config's devices."""
     data_parallel = parallel.DataParallel(config)

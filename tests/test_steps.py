@@ -100,3 +100,56 @@ def test_adam_uses_the_configured_hyperparameters(idx_dir):
         got, _ = optimizer.update(grads, optimizer.init(params), params)
         want, _ = expected.update(grads, expected.init(params), params)
         np.testing.assert_array_equal(got["w"], want["w"])
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
+    """steps_per_call only changes how steps are dispatched: same results to float32 rounding."""
+    from conftest import assert_same_training
+    from gan_jax.parallel import to_host
+    gan, state, _, _, _ = setup
+    images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    single = jax.jit(functools.partial(steps.train_step, gan=gan))
+    one_by_one, metrics = state, []
+    for _ in range(4):
+        one_by_one, step_metrics = single(one_by_one, images)
+        metrics.append(step_metrics)
+    batched = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=4, unroll=unroll))
+    four, stacked = batched(state, images)
+    assert stacked["d_loss"].shape == (4,)
+    assert_same_training(to_host(four), to_host(one_by_one), gauge_atol=2 * 2e-4 * 4)
+    for name in stacked:
+        np.testing.assert_allclose(stacked[name], [m[name] for m in metrics], atol=1e-5)
+
+
+def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
+    """The generator's conv-transpose implementation is one config field with the same parameters."""
+    from conftest import assert_same_training
+    from gan_jax.parallel import to_host
+    images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    results = {}
+    for impl in ("fast", "xla"):
+        gan = GAN.from_config(tiny_config(idx_dir, **{"model.conv_transpose": impl}))
+        state = create_train_state(gan, seed=0)
+        step = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True))
+        results[impl] = step(state, images)
+    assert_same_training(to_host(results["fast"][0]), to_host(results["xla"][0]),
+                         gauge_atol=2 * 2e-4 * 3)
+    for name, values in results["fast"][1].items():
+        np.testing.assert_allclose(values, results["xla"][1][name], atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_state_and_finite_losses(idx_dir):
+    gan = GAN.from_config(tiny_config(idx_dir, **{"model.compute_dtype": "bfloat16"}))
+    state = create_train_state(gan, seed=0)
+    images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    step = functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True)
+    # The convolutions really run in bfloat16...
+    jaxpr = str(jax.make_jaxpr(step)(state, images))
+    assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
+    new, metrics = jax.jit(step)(state, images)
+    # ...while parameters, BatchNorm statistics and Adam states stay float32, and losses are finite.
+    for leaf in jax.tree.leaves((new.generator, new.discriminator)):
+        assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+    assert metrics["d_loss"].dtype == jnp.float32
