@@ -203,7 +203,8 @@ def _as_probs(probs: np.ndarray) -> np.ndarray:
     row_sums = probs.sum(axis=1)
     worst = float(np.max(np.abs(row_sums - 1.0)))
     if worst > _PROB_SUM_TOLERANCE:
-        raise ValueError(f"probs rows must sum to 1, one is off by {worst:.3g} (logits instead of probabilities?)")
+        raise ValueError(f"probs rows must sum to 1, one is off by {worst:.3g} "
+                         "(logits instead of probabilities?)")
     return probs
 
 
@@ -223,7 +224,8 @@ def classifier_score(probs: np.ndarray, num_splits: int = 10) -> tuple[float, fl
     """
     probs = _as_probs(probs)
     if not 1 <= num_splits <= probs.shape[0]:
-        raise ValueError(f"num_splits must be in [1, {probs.shape[0]}] (the number of samples), got {num_splits}")
+        raise ValueError(f"num_splits must be in [1, {probs.shape[0]}] (the number of samples), "
+                         f"got {num_splits}")
     scores = []
     for split in np.array_split(probs, num_splits):
         marginal = split.mean(axis=0, keepdims=True)
@@ -315,14 +317,16 @@ def class_coverage(predictions: np.ndarray, num_classes: int = 10) -> ClassCover
     predictions = np.asarray(predictions)
     if predictions.ndim == 2:
         if predictions.shape[1] != num_classes:
-            raise ValueError(f"predictions has {predictions.shape[1]} columns, expected num_classes={num_classes}")
+            raise ValueError(f"predictions has {predictions.shape[1]} columns, "
+                             f"expected num_classes={num_classes}")
         labels = np.argmax(_as_matrix(predictions, "predictions"), axis=1)
     elif predictions.ndim == 1:
         if not np.issubdtype(predictions.dtype, np.integer):
             raise ValueError(f"1-D predictions must be integer labels, got dtype {predictions.dtype}")
         labels = predictions
     else:
-        raise ValueError(f"predictions must be (N,) labels or (N, num_classes) scores, got shape {predictions.shape}")
+        raise ValueError("predictions must be (N,) labels or (N, num_classes) scores, "
+                         f"got shape {predictions.shape}")
     if labels.shape[0] == 0:
         raise ValueError("predictions is empty")
     if labels.min() < 0 or labels.max() >= num_classes:

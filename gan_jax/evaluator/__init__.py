@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import os
+import pathlib
 from typing import Any
 
 import flax.serialization
@@ -25,7 +25,7 @@ from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, param_shapes
 from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE, to_model_range
 
-__all__ = ["DATASETS", "Evaluator", "load", "reference_stats", "weights_files"]
+__all__ = ["DATASETS", "Evaluator", "load", "reference_stats", "softmax", "weights_files"]
 
 DEFAULT_BATCH_SIZE = 1000
 # Generator outputs come from tanh, so anything outside [-1, 1] beyond rounding is a caller's mistake
@@ -148,14 +148,14 @@ def _read_weights(dataset: str, weights_dir: str | None) -> tuple[bytes, bytes]:
     """The raw bytes of the weights and metadata files, from `weights_dir` or the package."""
     params_name, meta_name = weights_files(dataset)
     if weights_dir is None:
+        # importlib.resources works wherever the package is installed (a wheel, a zip, a checkout).
         folder = importlib.resources.files(__name__).joinpath("weights")
         where = f"the package's weights ({__name__}/weights)"
-        read = lambda name: folder.joinpath(name).read_bytes()  # noqa: E731
     else:
+        folder = pathlib.Path(weights_dir)
         where = weights_dir
-        read = lambda name: open(os.path.join(weights_dir, name), "rb").read()  # noqa: E731
     try:
-        return read(params_name), read(meta_name)
+        return folder.joinpath(params_name).read_bytes(), folder.joinpath(meta_name).read_bytes()
     except OSError as e:
         raise DataError(f"evaluator weights for {dataset!r} missing from {where}: {e}") from None
 
