@@ -101,6 +101,8 @@ class DataParallel:
         self.gan = GAN.from_config(config, axis_name=None if self.mode == "jit" else AXIS)
         self._mesh = Mesh(np.array(self.devices), (AXIS,))
         self._local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
+        # K steps per call run unrolled on CPU, as a rolled loop elsewhere (see steps.train_steps).
+        self.unroll = jax.default_backend() == "cpu"
         self._compiled: dict[int, Callable] = {}
         self.train_step = self.train_steps(1)
 
@@ -114,8 +116,7 @@ class DataParallel:
             step = steps.train_step
         else:
             # Unrolled on CPU, rolled elsewhere: see steps.train_steps.
-            step = functools.partial(steps.train_steps, num_steps=num_steps,
-                                     unroll=jax.default_backend() == "cpu")
+            step = functools.partial(steps.train_steps, num_steps=num_steps, unroll=self.unroll)
         if self.mode == "jit":
             return jax.jit(functools.partial(step, gan=self.gan), donate_argnums=0)
         per_device = functools.partial(step, gan=self.gan, axis_name=AXIS)

@@ -324,10 +324,14 @@ def _one_line(error: Exception) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with a bad config file or override reported in one line (exit 2)."""
+    """absl flag parsing, with a bad config file or override reported in one line (exit 2).
+
+    Shared by the command-line entry points; each defines a `--config` file flag.
+    """
+    from absl import flags
     try:
-        remaining = _FLAGS(argv)
-        _FLAGS.config.keys()  # loads the config file now, so its errors surface here too
+        remaining = flags.FLAGS(argv)
+        flags.FLAGS.config.keys()  # loads the config file now, so its errors surface here too
     except AttributeError as e:  # ml_collections' way of saying an override names no field
         print(f"error: bad command line: unknown config key {_one_line(e)}", file=sys.stderr)
         sys.exit(2)

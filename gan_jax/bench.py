@@ -1,0 +1,240 @@
+"""`python -m gan_jax.bench`: step throughput of the real train step, for people and for JSON.
+
+    python -m gan_jax.bench --config experiments/mnist.py [--batch_sizes 64,256,1024] [--steps N]
+        [--steps_per_call 1,10,50] [--repeats 5] [--loop auto|unrolled|rolled] [--json FILE]
+
+It builds the step the trainer runs (`parallel.DataParallel` from the config: same models, optimizer,
+on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random images unless
+--real_data), compiles it ahead of time (compile time reported apart), runs one untimed warm-up call,
+then times `--repeats` runs of `--steps` steps, each ending in `block_until_ready`, and reports the
+median and the spread. Achieved GFLOP/s is measured against the analytic FLOP count of one step, and
+against the float32 matmul rate measured on the same device, so the distance to the floor is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gan_jax import config as config_lib
+from gan_jax import input_pipeline, parallel
+from gan_jax.errors import UserError
+from gan_jax.state import create_train_state
+
+NUM_TRAIN_IMAGES = 60000
+
+
+def _conv_macs(out_size: int, kernel: int, in_features: int, out_features: int) -> int:
+    return out_size * out_size * kernel * kernel * in_features * out_features
+
+
+def _conv_transpose_macs(in_size: int, kernel: int, in_features: int, out_features: int) -> int:
+    # Every input pixel meets every kernel tap (the scatter form), including taps that the
+    # transposed convolution's padding crops away again.
+    return in_size * in_size * kernel * kernel * in_features * out_features
+
+
+def network_macs(config: ml_collections.ConfigDict) -> dict[str, list[int]]:
+    """Multiply-adds per image of each layer's forward pass, for G and D (convs and dense only).
+
+    Dense counts, as a direct convolution executes them: taps over the zero padding count too
+    (without them one step is about 13% less). BatchNorm, activations, the losses and Adam are left
+    out: together they are well under 1% here.
+    """
+    g, d, z = config.model.g_width, config.model.d_width, config.latent_dim
+    return {
+        "generator": [
+            _conv_transpose_macs(1, 7, z, 2 * g),  # 1x1 -> 7x7
+            _conv_transpose_macs(7, 4, 2 * g, g),  # -> 14x14
+            _conv_transpose_macs(14, 4, g, 1),  # -> 28x28
+        ],
+        "discriminator": [
+            _conv_macs(14, 4, 1, d),  # 28x28 -> 14x14
+            _conv_macs(7, 4, d, 2 * d),  # -> 7x7
+            7 * 7 * 2 * d,  # the dense layer to one logit
+        ],
+    }
+
+
+def train_step_flops_per_image(config: ml_collections.ConfigDict) -> int:
+    """Analytic FLOPs (2 per multiply-add) of one training step, per image of the batch.
+
+    D step: G forward; for the real and the fake batch, D forward, its weight gradients and its input
+    gradients below the first layer. G step: G forward, D forward, D's input gradients all the way to
+    the image, G's weight gradients and its input gradients below the first layer.
+    """
+    macs = network_macs(config)
+    g_fwd, d_fwd = sum(macs["generator"]), sum(macs["discriminator"])
+    g_first, d_first = macs["generator"][0], macs["discriminator"][0]
+    d_step = g_fwd + 2 * (d_fwd + d_fwd + (d_fwd - d_first))
+    g_step = g_fwd + d_fwd + d_fwd + g_fwd + (g_fwd - g_first)
+    return 2 * (d_step + g_step)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul rate of the default device, in GFLOP/s (median of `repeats`)."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    matmul(a, a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    """Peak device memory where the backend reports it, else this process's peak RSS."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
+
+
+def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: int, repeats: int,
+              loop: str) -> dict[str, Any]:
+    """Times the configured train step; config.batch_size and config.steps_per_call are set."""
+    k = config.steps_per_call
+    data_parallel = parallel.DataParallel(config)
+    if loop != "auto":
+        data_parallel.unroll = loop == "unrolled"
+    state = data_parallel.put_state(parallel.to_host(create_train_state(data_parallel.gan, config.seed)))
+    device_images = data_parallel.put_data(images)
+    start = time.perf_counter()
+    step = data_parallel.train_steps(k).lower(state, device_images).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = step(state, device_images)  # warm-up, untimed
+    jax.block_until_ready(metrics)
+    calls = max(1, -(-num_steps // k))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            state, metrics = step(state, device_images)
+        jax.block_until_ready((state, metrics))
+        rates.append(calls * k / (time.perf_counter() - start))
+    if not all(np.isfinite(m["d_loss"]) for m in data_parallel.get_metrics(metrics)):
+        raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
+    steps_per_s = statistics.median(rates)
+    flops = train_step_flops_per_image(config) * config.batch_size
+    memory, memory_kind = peak_memory_bytes()
+    return {
+        "device_kind": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "device_count": data_parallel.num_devices,
+        "jax_version": jax.__version__,
+        "batch_size": config.batch_size,
+        "steps_per_call": k,
+        "loop": "single" if k == 1 else ("unrolled" if data_parallel.unroll else "rolled"),
+        "conv_transpose": config.model.conv_transpose,
+        "compute_dtype": config.model.compute_dtype,
+        "compile_s": compile_s,
+        "steps_per_s": steps_per_s,
+        "steps_per_s_min": min(rates),
+        "steps_per_s_max": max(rates),
+        "images_per_s": steps_per_s * config.batch_size,
+        "gflop_per_step": flops / 1e9,
+        "gflops_per_s": steps_per_s * flops / 1e9,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "timed_steps": calls * k,
+        "repeats": repeats,
+    }
+
+
+def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_call: list[int],
+        num_steps: int, repeats: int, loop: str, real_data: bool, json_path: str | None) -> list[dict]:
+    if real_data:
+        images = input_pipeline.load_split(config.data, "train").images
+    else:  # timing does not depend on pixel values; the shape is the real one
+        images = np.asarray(jax.random.randint(jax.random.key(0), (NUM_TRAIN_IMAGES, 28, 28, 1), 0, 256),
+                            np.uint8)
+    per_image = train_step_flops_per_image(config)
+    matmul = matmul_gflops()
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
+          f"jax {jax.__version__}; one step = {per_image / 1e9:.4f} GFLOP per image (analytic); "
+          f"float32 matmul {matmul:.0f} GFLOP/s measured")
+    if jax.default_backend() == "cpu":
+        print("steps_per_call > 1 runs unrolled on CPU: XLA's CPU backend runs convolutions inside a "
+              "loop body single-threaded, without its fast forms")
+    header = (f"{'batch':>6} {'K':>4} {'loop':>8} {'compile s':>9} {'steps/s':>9} {'(min-max)':>15} "
+              f"{'images/s':>9} {'GFLOP/s':>8} {'% matmul':>8} {'peak MiB':>9}")
+    print(header)
+    rows = []
+    for batch_size in batch_sizes:
+        for k in steps_per_call:
+            run_config = config.copy_and_resolve_references()
+            with run_config.unlocked():
+                run_config.batch_size, run_config.steps_per_call = batch_size, k
+                run_config.log_every = run_config.sample_every = run_config.checkpoint_every = k
+            config_lib.validate(run_config)
+            row = bench_one(run_config, images, num_steps, repeats, loop)
+            row["matmul_gflops_per_s"] = matmul
+            row["fraction_of_matmul"] = row["gflops_per_s"] / matmul
+            rows.append(row)
+            spread = f"({row['steps_per_s_min']:.2f}-{row['steps_per_s_max']:.2f})"
+            print(f"{batch_size:>6} {k:>4} {row['loop']:>8} {row['compile_s']:>9.1f} "
+                  f"{row['steps_per_s']:>9.2f} {spread:>15} {row['images_per_s']:>9.0f} "
+                  f"{row['gflops_per_s']:>8.1f} {100 * row['fraction_of_matmul']:>7.1f}% "
+                  f"{row['peak_memory_bytes'] / 2**20:>9.0f}", flush=True)
+            if json_path:
+                with open(json_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def main(argv):
+    del argv
+    flags = _FLAGS
+    try:
+        run(flags.config, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call), flags.steps,
+            flags.repeats, flags.loop, flags.real_data, flags.json)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/mnist.py.",
+                                    lock_config=True)
+    flags.DEFINE_string("batch_sizes", "64,256", "Comma-separated global batch sizes.")
+    flags.DEFINE_string("steps_per_call", "1", "Comma-separated training steps per compiled call.")
+    flags.DEFINE_integer("steps", 100, "Timed steps per repeat (rounded up to whole calls).")
+    flags.DEFINE_integer("repeats", 5, "Timed repeats; the median and the spread are reported.")
+    flags.DEFINE_enum("loop", "auto", ["auto", "unrolled", "rolled"],
+                      "How K > 1 steps run: auto (unrolled on CPU, rolled elsewhere) or forced.")
+    flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
+    flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
+    flags.mark_flags_as_required(["config"])
+    return flags.FLAGS
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from gan_jax.train import parse_flags
+    _FLAGS = _define_flags()
+    app.run(main, flags_parser=parse_flags)
