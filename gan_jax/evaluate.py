@@ -1,0 +1,593 @@
+"""Sample quality of a trained GAN: `python -m gan_jax.evaluate`, and the functions behind it.
+
+    python -m gan_jax.evaluate --workdir runs/mnist [--num_samples 10000] [--step N] [--seed S] [--json FILE]
+    python -m gan_jax.evaluate --samples FILE.npy --dataset mnist [--data_dir DIR] [--json FILE]
+
+The first form restores a run's checkpoint (the latest, or `--step`), draws `--num_samples` images from
+G in inference mode on noise from `--seed`, and scores them against the run's real test split; it also
+measures D's accuracy on the test split against those samples, which is what the tutorial's "test"
+meant to measure. It prints a table and writes `eval/step_XXXXXXX.json` in the workdir. The second
+form scores any images: (N, 28, 28) or (N, 28, 28, 1), uint8 in [0, 255] or float in [-1, 1].
+
+Every metric is computed with the shipped evaluator network of the dataset (`gan_jax.evaluator`):
+
+| key | what | better |
+| --- | --- | --- |
+| `fid` | Fréchet distance of evaluator features, samples vs the real test split | lower, 0 |
+| `kid`, `kid_std` | kernel (MMD^2) distance of the same features, over random subsets | lower, ~0 |
+| `score`, `score_std` | classifier score (Inception Score with the evaluator), at most 10 | higher |
+| `precision`, `recall` | k-NN manifold fidelity of samples / coverage of the reals (k = 3) | higher, 1 |
+| `coverage_entropy` | entropy of the predicted-class histogram, at most log(10) = 2.303 | higher |
+| `class_histogram` | samples per predicted class, 10 counts | even |
+| `d_acc` | D's accuracy, real test images vs samples (checkpoints only) | 0.5: D is fooled |
+
+The real side (evaluator features of the test split, their mean and covariance) is the same for every
+evaluation of a run, so it is cached in `eval/reference_<dataset>.npz`, keyed by a hash of the test
+images and of the evaluator's weights: another test set or evaluator recomputes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import zipfile
+from typing import Any, Callable, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from gan_jax import config as config_lib
+from gan_jax import evaluator as evaluator_lib
+from gan_jax import input_pipeline, metrics
+from gan_jax.checkpoint import Checkpointer, abstract_host_state
+from gan_jax.errors import CheckpointError, DataError, UserError
+from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE
+from gan_jax.parallel import HostState
+from gan_jax.state import GAN, NetworkState, abstract_train_state
+
+EVAL_DIR = "eval"  # inside a run's workdir
+DEFAULT_NUM_SAMPLES = 10_000
+TRAINING_NUM_SAMPLES = 2_000  # during training: cheap enough to run every few thousand steps
+BATCH_SIZE = 1_000  # images per compiled call of G, D or the evaluator: bounds memory
+PR_NEIGHBOURS = 3  # k of the k-NN precision/recall balls
+MIN_IMAGES = PR_NEIGHBOURS + 1  # a k-NN ball needs k other points of its own set
+KID_SUBSETS = 100
+# 10 subsets instead of 100 during training: KID's mean stays unbiased, only noisier, at a tenth of
+# its cost (about 0.6 s instead of 6 s on two CPU cores).
+TRAINING_KID_SUBSETS = 10
+SCORE_SPLITS = 10
+# Floats a little outside [-1, 1] are rounding; further out is a caller's mistake (uint8-range floats).
+_RANGE_TOLERANCE = 1e-3
+METRIC_KEYS = ("fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy",
+               "class_histogram", "d_acc")
+
+
+# --- Images --------------------------------------------------------------------------------------------
+
+
+def as_images(array: Any, name: str = "samples") -> np.ndarray:
+    """Checks images to score and returns them as (N, 28, 28, 1), uint8 or float32 in [-1, 1].
+
+    Args:
+      array: (N, 28, 28) or (N, 28, 28, 1), uint8 in [0, 255] or float in [-1, 1].
+      name: what the images are, for messages.
+
+    Returns:
+      The images with a channel axis: uint8 as given, floats as float32.
+
+    Raises:
+      DataError: wrong type, shape or range, too few images, or NaN/infinite values.
+    """
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.ndim == 3 and array.shape[1:] == IMAGE_SHAPE[:2]:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{name} must be N x 28 x 28 or N x 28 x 28 x 1, got shape {array.shape}")
+    if array.shape[0] < MIN_IMAGES:
+        raise DataError(f"{name}: {array.shape[0]} image(s), at least {MIN_IMAGES} are needed")
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{name} must be uint8 in [0, 255] or float in [-1, 1], got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(f"{name} contain NaN or infinite values")
+    if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise DataError(f"float {name} must lie in [-1, 1], got values in [{low:.4g}, {high:.4g}] "
+                        f"(pixels in [0, 255] must be uint8)")
+    return array
+
+
+def load_images(path: str) -> np.ndarray:
+    """Reads a .npy file of images and checks it.
+
+    Args:
+      path: a .npy file holding one array, laid out as `as_images` accepts.
+
+    Returns:
+      The images, as `as_images` returns them.
+
+    Raises:
+      DataError: the file cannot be read, is not one array, or its images are unfit.
+    """
+    try:
+        # No pickles: a .npy of images is plain data, and unpickling runs code.
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{path} is an .npz archive; expected one array in a .npy file")
+    return as_images(array, f"images in {path}")
+
+
+def _batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """`fn` over `inputs`, `batch_size` rows at a time.
+
+    The last batch is padded to full size, so one compilation serves every count; each output row
+    depends only on its input row (everything here runs in inference mode), so padding changes nothing.
+    """
+    n = inputs.shape[0]
+    batch = min(batch_size, n)
+    outputs = []
+    for start in range(0, n, batch):
+        chunk = inputs[start:start + batch]
+        valid = chunk.shape[0]
+        if valid < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - valid, *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(np.asarray(fn(chunk))[:valid])
+    return np.concatenate(outputs)
+
+
+# Jitted with the flax module as a static argument: modules compare equal field by field, so every
+# evaluation of the same architecture reuses one compilation.
+@functools.partial(jax.jit, static_argnums=0)
+def _generate(generator, variables, noise):
+    return generator.apply(variables, noise, train=False)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _discriminate(discriminator, variables, images):
+    if images.dtype == np.uint8:  # decided when tracing: one compilation per input dtype
+        images = input_pipeline.to_model_range(images)
+    return discriminator.apply(variables, images, train=False)
+
+
+def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
+    """z ~ N(0, 1), (num, latent_dim) float32, a pure function of the seed (and of num)."""
+    return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
+
+
+def generate_images(gan: GAN, generator: NetworkState, noise: np.ndarray) -> np.ndarray:
+    """G in inference mode (BatchNorm running statistics) on `noise`: float32 (N, 28, 28, 1) in [-1, 1]."""
+    variables = jax.device_put(generator.variables())  # once, not once per batch
+    return _batched(lambda z: _generate(gan.generator, variables, z), noise)
+
+
+def discriminate(gan: GAN, discriminator: NetworkState, images: np.ndarray) -> np.ndarray:
+    """D's logits in inference mode, (N,) float32, for uint8 images or floats in [-1, 1]."""
+    variables = jax.device_put(discriminator.variables())
+    return _batched(lambda x: _discriminate(gan.discriminator, variables, x), images)
+
+
+# --- Reference statistics ------------------------------------------------------------------------------
+
+
+class Reference(NamedTuple):
+    """The real side of every comparison: evaluator features of the test split and their Gaussian."""
+
+    features: np.ndarray  # (N, 128) float32
+    stats: metrics.FeatureStats  # mean (128,), covariance (128, 128), float64
+
+
+@functools.lru_cache(maxsize=None)
+def load_evaluator(dataset: str) -> evaluator_lib.Evaluator:
+    """The shipped evaluator of `dataset`, loaded (and its forward pass compiled) once per process."""
+    return evaluator_lib.load(dataset)
+
+
+def reference_cache_path(workdir: str, dataset: str) -> str:
+    """Where a run caches the reference statistics of its test split."""
+    return os.path.join(workdir, EVAL_DIR, f"reference_{dataset}.npz")
+
+
+def _fingerprint(evaluator: evaluator_lib.Evaluator, images: np.ndarray) -> str:
+    """Identifies what reference statistics depend on: the exact test images and the evaluator weights."""
+    digest = hashlib.sha256()
+    digest.update(f"{images.dtype.str}{images.shape}".encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(str(evaluator.metadata.get("params_sha256", "")).encode())
+    return digest.hexdigest()
+
+
+def _read_reference(path: str, fingerprint: str) -> Reference | None:
+    """The cached reference at `path` if it exists and matches `fingerprint`, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["fingerprint"]) != fingerprint:
+                return None
+            return Reference(cached["features"], metrics.FeatureStats(cached["mu"], cached["sigma"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # absent, truncated or from another version: recompute it
+
+
+def _write_reference(path: str, fingerprint: str, reference: Reference) -> None:
+    """Writes the cache through a per-process temporary file, so readers never see half of it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, fingerprint=np.array(fingerprint), features=reference.features,
+                     mu=reference.stats.mu, sigma=reference.stats.sigma)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write the reference cache {path}: {e.strerror or e}") from None
+
+
+def reference_statistics(evaluator: evaluator_lib.Evaluator, real_images: np.ndarray,
+                         cache_path: str | None = None) -> Reference:
+    """Evaluator features of the real images with their mean and covariance, cached in `cache_path`.
+
+    Args:
+      evaluator: the evaluator whose feature space to use.
+      real_images: (N, 28, 28, 1), uint8 or float in [-1, 1] (checked by `as_images` first).
+      cache_path: an .npz to read the result from, or to write it to when it is absent or holds the
+        statistics of other images or of another evaluator; None computes without caching.
+
+    Returns:
+      The `Reference`.
+    """
+    if not cache_path:
+        return _compute_reference(evaluator, real_images)
+    fingerprint = _fingerprint(evaluator, real_images)
+    reference = _read_reference(cache_path, fingerprint)
+    if reference is None:
+        reference = _compute_reference(evaluator, real_images)
+        _write_reference(cache_path, fingerprint, reference)
+    return reference
+
+
+def _compute_reference(evaluator: evaluator_lib.Evaluator, real_images: np.ndarray) -> Reference:
+    features = evaluator.features(real_images)
+    return Reference(features, metrics.feature_stats(features))
+
+
+# --- Metrics -------------------------------------------------------------------------------------------
+
+
+def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: Reference, *,
+           full: bool = True, kid_subsets: int = KID_SUBSETS) -> dict[str, Any]:
+    """The metrics of checked samples against a reference; `full=False` keeps fid, kid and score only."""
+    logits, features = evaluator.outputs(samples)
+    probs = evaluator_lib.softmax(logits)
+    fid = metrics.frechet_distance(*metrics.feature_stats(features), *reference.stats)
+    kid, kid_std = metrics.kid(reference.features, features, num_subsets=kid_subsets)
+    score, score_std = metrics.classifier_score(probs, num_splits=min(SCORE_SPLITS, len(probs)))
+    result = {"fid": fid, "kid": kid, "kid_std": kid_std, "score": score, "score_std": score_std}
+    if full:
+        precision, recall = metrics.precision_recall(reference.features, features, k=PR_NEIGHBOURS)
+        coverage = metrics.class_coverage(probs)
+        result.update(precision=precision, recall=recall, coverage_entropy=coverage.entropy,
+                      class_histogram=[int(c) for c in coverage.counts])
+    return result
+
+
+def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.ndarray, *,
+                     discriminator_logits: tuple[np.ndarray, np.ndarray] | None = None,
+                     reference_cache: str | None = None) -> dict[str, Any]:
+    """Scores images against the real test split with the shipped evaluator of `dataset`.
+
+    Args:
+      samples: the images to score, (N, 28, 28[, 1]), uint8 in [0, 255] or float in [-1, 1]; N >= 4.
+      dataset: "mnist" or "fashion_mnist": which evaluator, and what the real images are.
+      real_test_images: the real test split, same layout and ranges.
+      discriminator_logits: (logits on the real test images, logits on the samples) of a
+        discriminator, to report its accuracy as `d_acc`.
+      reference_cache: an .npz caching the real side (see `reference_statistics`); None: no cache.
+
+    Returns:
+      {"fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy":
+      float, "class_histogram": 10 ints, "d_acc": float (with discriminator_logits only)}.
+
+    Raises:
+      UserError: unknown dataset, or unfit images (wrong shape, type or range, fewer than 4).
+    """
+    samples = as_images(samples, "samples")
+    real_test_images = as_images(real_test_images, "real test images")
+    evaluator = load_evaluator(dataset)
+    reference = reference_statistics(evaluator, real_test_images, reference_cache)
+    result = _score(evaluator, samples, reference)
+    if discriminator_logits is not None:
+        result["d_acc"] = metrics.discriminator_accuracy(*discriminator_logits)
+    return result
+
+
+# --- Checkpoints ---------------------------------------------------------------------------------------
+
+
+class RestoredRun(NamedTuple):
+    """A training run restored from its workdir: its config, models and state at one checkpoint."""
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    gan: GAN
+    state: HostState
+    step: int
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in `workdir/config.json`, validated.
+
+    Raises:
+      UserError: no such workdir, no config.json in it (no run), or an unreadable or invalid one.
+    """
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"workdir {workdir} does not exist")
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{workdir} holds no training run (no config.json)")
+    try:
+        with open(path) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    config_lib.validate(config)
+    return config
+
+
+def load_run(workdir: str, step: int | None = None) -> RestoredRun:
+    """Restores a run's config and the checkpoint at `step` (default: the latest).
+
+    Args:
+      workdir: the run's folder, holding config.json and checkpoints/.
+      step: which checkpoint; None for the latest.
+
+    Returns:
+      The `RestoredRun`.
+
+    Raises:
+      UserError: no run, no checkpoint (at that step), or a checkpoint that does not fit the config.
+    """
+    workdir = os.path.abspath(workdir)
+    config = load_config(workdir)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    # Checked first: the checkpointer would create the folder.
+    if not os.path.isdir(checkpoint_dir):
+        raise CheckpointError(f"{workdir} holds no checkpoints")
+    gan = GAN.from_config(config)
+    checkpointer = Checkpointer(checkpoint_dir, config.keep_checkpoints)
+    try:
+        latest = checkpointer.latest_step()
+        if latest is None:
+            raise CheckpointError(f"{checkpoint_dir} holds no checkpoint")
+        try:
+            state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)), step)
+        except FileNotFoundError:
+            raise CheckpointError(f"no checkpoint at step {step} in {checkpoint_dir} "
+                                  f"(the latest is step {latest})") from None
+    finally:
+        checkpointer.close()
+    return RestoredRun(workdir, config, gan, state, int(state.step))
+
+
+def _write_json(path: str, data: Any) -> None:
+    """Writes JSON through a temporary file, so a reader never sees half of it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def eval_path(workdir: str, step: int) -> str:
+    """Where the evaluation of a run's checkpoint at `step` is written."""
+    return os.path.join(workdir, EVAL_DIR, f"step_{step:07d}.json")
+
+
+def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, step: int | None = None,
+                        seed: int = 0) -> tuple[int, dict[str, Any]]:
+    """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX.json` in the workdir.
+
+    Draws `num_samples` images from G in inference mode on noise from `seed`, scores them against the
+    run's real test split (`evaluate_samples`), and adds D's accuracy in inference mode on the whole
+    test split against the same samples, images D never trained on on either side.
+
+    Args:
+      workdir: the run's folder.
+      num_samples: how many images to draw, >= 4.
+      step: the checkpoint's step; None for the latest.
+      seed: seeds the noise; the same seed draws the same images.
+
+    Returns:
+      (the checkpoint's step, the metrics of `evaluate_samples` with "d_acc").
+
+    Raises:
+      UserError: no run or checkpoint, bad num_samples, or the test split cannot be loaded.
+    """
+    if num_samples < MIN_IMAGES:
+        raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
+    run = load_run(workdir, step)
+    config = run.config
+    fakes = generate_images(run.gan, run.state.generator,
+                            latent_noise(seed, num_samples, config.latent_dim))
+    test_images = input_pipeline.load_split(config.data, "test").images
+    logits = (discriminate(run.gan, run.state.discriminator, test_images),
+              discriminate(run.gan, run.state.discriminator, fakes))
+    result = evaluate_samples(fakes, config.data.name, test_images, discriminator_logits=logits,
+                              reference_cache=reference_cache_path(run.workdir, config.data.name))
+    _write_json(eval_path(run.workdir, run.step),
+                {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
+    return run.step, result
+
+
+def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
+                            num_samples: int = TRAINING_NUM_SAMPLES,
+                            seed: int = 0) -> Callable[[NetworkState], dict[str, float]]:
+    """A cheap evaluation for the training loop: FID, KID and classifier score on fixed noise.
+
+    The test split, the evaluator and the reference statistics (cached in the workdir) are loaded once,
+    here; each call then costs G on `num_samples` noise vectors, one evaluator pass and the metrics.
+    The noise is the same at every call, so the numbers follow the generator alone.
+
+    Args:
+      config: the run's config.
+      workdir: the run's folder, where the reference statistics are cached.
+      num_samples: images per evaluation, >= 4.
+      seed: seeds the fixed noise.
+
+    Returns:
+      `evaluate(generator_state) -> {"eval_fid", "eval_kid", "eval_score"}`, taking G's host state
+      (e.g. `host_state.generator`).
+    """
+    if num_samples < MIN_IMAGES:
+        raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
+    gan = GAN.from_config(config)
+    evaluator = load_evaluator(config.data.name)
+    test_images = as_images(input_pipeline.load_split(config.data, "test").images, "real test images")
+    reference = reference_statistics(evaluator, test_images,
+                                     reference_cache_path(os.path.abspath(workdir), config.data.name))
+    noise = latent_noise(seed, num_samples, config.latent_dim)
+
+    def evaluate(generator_state: NetworkState) -> dict[str, float]:
+        fakes = generate_images(gan, generator_state, noise)
+        result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS)
+        return {"eval_fid": result["fid"], "eval_kid": result["kid"], "eval_score": result["score"]}
+
+    return evaluate
+
+
+# --- Command line --------------------------------------------------------------------------------------
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The metrics as an aligned, readable table."""
+    rows = [("FID", f"{result['fid']:.4f}", "lower is better"),
+            ("KID", f"{result['kid']:.5f} +- {result['kid_std']:.5f}", "lower is better, ~0 at best"),
+            ("classifier score", f"{result['score']:.3f} +- {result['score_std']:.3f}", "higher, at most 10"),
+            ("precision", f"{result['precision']:.4f}", "samples inside the real manifold"),
+            ("recall", f"{result['recall']:.4f}", "reals inside the sample manifold"),
+            ("class coverage entropy", f"{result['coverage_entropy']:.4f}", f"at most {math.log(10):.4f}")]
+    if "d_acc" in result:
+        rows.append(("D accuracy", f"{result['d_acc']:.4f}", "real test vs samples; 0.5 is chance"))
+    histogram = " ".join(f"{digit}:{count}" for digit, count in enumerate(result["class_histogram"]))
+    rows.append(("class histogram", histogram, ""))
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows[:-1])
+    lines = [f"  {name:<{width}}  {value:<{value_width}}  {note}".rstrip() for name, value, note in rows]
+    return "\n".join(lines)
+
+
+def run(*, workdir: str | None = None, samples: str | None = None, dataset: str | None = None,
+        data_dir: str | None = None, num_samples: int | None = None, step: int | None = None,
+        seed: int | None = None, json_path: str | None = None) -> int:
+    """The command line's work, given its flags: prints the table, returns the exit status.
+
+    Exactly one of `workdir` (evaluate a checkpoint) and `samples` (score a .npy of images) is given.
+    Bad input prints one line "error: ..." on stderr and returns 1.
+    """
+    try:
+        if (workdir is None) == (samples is None):
+            raise UserError("give exactly one of --workdir (a training run) and --samples (a .npy file)")
+        if workdir is not None:
+            if dataset is not None or data_dir is not None:
+                raise UserError("--dataset and --data_dir go with --samples; a run's config names its data")
+            num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+            seed = 0 if seed is None else seed
+            step, result = evaluate_checkpoint(workdir, num_samples, step, seed)
+            header = (f"step {step} of {os.path.abspath(workdir)}: {num_samples} samples (seed {seed}) "
+                      f"against the real test split")
+            record = {"step": step, "num_samples": num_samples, "seed": seed, **result}
+            written = [eval_path(os.path.abspath(workdir), step)]
+        else:
+            if num_samples is not None or step is not None or seed is not None:
+                raise UserError("--num_samples, --step and --seed go with --workdir, not --samples")
+            if dataset is None:
+                raise UserError(f"--samples needs --dataset, one of {', '.join(DATASETS)}")
+            if dataset not in DATASETS:
+                raise UserError(f"--dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+            images = load_images(samples)
+            data = ml_collections.ConfigDict({"source": "idx" if data_dir else "tfds", "name": dataset,
+                                              "dir": data_dir or ""})
+            result = evaluate_samples(images, dataset, input_pipeline.load_split(data, "test").images)
+            header = f"{len(images)} images of {samples} against the {dataset} test split"
+            record = {"num_samples": len(images), **result}
+            written = []
+        if json_path:
+            _write_json(json_path, record)
+            written.append(json_path)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(header)
+    print(format_table(result))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    quiet_libraries()
+    f = _FLAGS
+    return run(workdir=f.workdir, samples=f.samples, dataset=f.dataset, data_dir=f.data_dir,
+               num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json)
+
+
+def quiet_libraries() -> None:
+    """Library INFO chatter (orbax, absl) kept off the console: the table is the output."""
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def deterministic_xla() -> None:
+    """Deterministic GPU kernels, so an evaluation is repeatable; set before the backend starts."""
+    flag = "--xla_gpu_deterministic_ops=true"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with a bad flag reported in one line (exit 2), for commands without --config."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: bad command line: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "A training run's folder: evaluate its checkpoint.")
+    flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+    flags.DEFINE_integer("num_samples", None, f"Images to draw from G (default {DEFAULT_NUM_SAMPLES}).")
+    flags.DEFINE_integer("seed", None, "Seeds the noise G draws from (default 0).")
+    flags.DEFINE_string("samples", None, "A .npy of images to score instead: N x 28 x 28[ x 1], uint8 "
+                        "in [0, 255] or float in [-1, 1].")
+    flags.DEFINE_string("dataset", None, f"With --samples: whose evaluator and test split, one of "
+                        f"{', '.join(DATASETS)}.")
+    flags.DEFINE_string("data_dir", None, "With --samples: a folder of the dataset's IDX files "
+                        "(default: tensorflow-datasets).")
+    flags.DEFINE_string("json", None, "Also write the metrics to this file, as one JSON object.")
+    return flags.FLAGS
+
+
+if __name__ == "__main__":
+    from absl import app
+    deterministic_xla()
+    _FLAGS = _define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,186 @@
+"""`python -m gan_jax.sample`: images from a run's checkpoint, as a grid PNG and/or a .npy array.
+
+    python -m gan_jax.sample --workdir runs/mnist --num 64 --out grid.png [--seed S] [--npy FILE] [--step N]
+    python -m gan_jax.sample --workdir runs/mnist --interpolate --out strip.png [--num 10] [--seed S]
+
+G runs in inference mode (BatchNorm running statistics) on z ~ N(0, 1) drawn from `--seed`, so the same
+checkpoint and seed give the same images, byte for byte. The grid has ceil(sqrt(num)) columns and as
+many rows as needed; cells past `num` stay black. The .npy holds uint8 (num, 28, 28, 1) pixels, which
+`python -m gan_jax.evaluate --samples` scores.
+
+`--interpolate` renders one row of `--num` (default 10) images along the great circle from the latent
+of `--seed` to that of `--seed + 1` (spherical interpolation: z ~ N(0, 1) in 100 dimensions lies near a
+sphere, and a straight line between two such points passes through its inside, where G saw no noise).
+Its ends are the first image `--num 1` draws with each of the two seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from gan_jax import plots
+from gan_jax.errors import UserError
+from gan_jax.evaluate import RestoredRun, generate_images, latent_noise, load_run, quiet_libraries
+
+DEFAULT_NUM = 64
+DEFAULT_INTERPOLATION_STEPS = 10
+# Below this angle between the endpoints sin(omega) is tiny and slerp divides rounding noise by it;
+# the two interpolations agree there anyway.
+_SLERP_MIN_ANGLE = 1e-4
+
+
+def grid_shape(num: int) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid holding `num` images: ceil(sqrt(num)) columns."""
+    cols = math.ceil(math.sqrt(num))
+    return math.ceil(num / cols), cols
+
+
+def slerp(z0: np.ndarray, z1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between two vectors at each fraction in `t`.
+
+    Args:
+      z0, z1: the endpoints, (d,).
+      t: fractions in [0, 1], (n,).
+
+    Returns:
+      (n, d) float32: z0 at t = 0 and z1 at t = 1 exactly, in between along the arc between them (for
+      endpoints of equal norm every point keeps that norm); linear interpolation for (nearly) parallel
+      endpoints.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.asarray(t, np.float64)[:, None]
+    cosine = np.dot(z0, z1) / (np.linalg.norm(z0) * np.linalg.norm(z1))
+    omega = math.acos(float(np.clip(cosine, -1.0, 1.0)))
+    if omega < _SLERP_MIN_ANGLE:
+        return ((1 - t) * z0 + t * z1).astype(np.float32)
+    path = (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / math.sin(omega)
+    # Exact ends, not merely within rounding: the strip then starts and ends on the images the two
+    # seeds draw.
+    path[t[:, 0] == 0] = z0
+    path[t[:, 0] == 1] = z1
+    return path.astype(np.float32)
+
+
+def interpolation_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
+    """`num` latents from the first draw of `seed` to the first draw of `seed + 1`, (num, latent_dim)."""
+    start = latent_noise(seed, 1, latent_dim)[0]
+    end = latent_noise(seed + 1, 1, latent_dim)[0]
+    return slerp(start, end, np.linspace(0.0, 1.0, num))
+
+
+def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool = False) -> np.ndarray:
+    """G's images for a restored run: float32 (num, 28, 28, 1) in [-1, 1].
+
+    Args:
+      restored: the run and checkpoint to sample from (`evaluate.load_run`).
+      num: how many images (with `interpolate`, the points along the path, >= 2).
+      seed: seeds the noise.
+      interpolate: the spherical path between the latents of `seed` and `seed + 1` instead of
+        independent draws.
+
+    Returns:
+      The images, in the order of the noise.
+    """
+    latent_dim = restored.config.latent_dim
+    noise = (interpolation_noise(seed, num, latent_dim) if interpolate
+             else latent_noise(seed, num, latent_dim))
+    return generate_images(restored.gan, restored.state.generator, noise)
+
+
+def save_images_png(images: np.ndarray, path: str, rows: int, cols: int) -> None:
+    """Saves images in [-1, 1] as a rows x cols grid PNG, black cells after the last image."""
+    blank = np.full((rows * cols - len(images), *images.shape[1:]), -1.0, np.float32)
+    plots.save_grid(np.concatenate([images, blank]), path, rows=rows, cols=cols)
+
+
+def save_images_npy(images: np.ndarray, path: str) -> None:
+    """Saves images in [-1, 1] as uint8 (N, 28, 28, 1) pixels, through a temporary file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
+        np.save(f, plots.to_uint8(images))
+    os.replace(tmp, path)
+
+
+def _check_output(path: str) -> str:
+    """Creates the folder of an output file, so bad paths fail before any work is done."""
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder of {path}: {e.strerror or e}") from None
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give a file name")
+    return path
+
+
+def run(*, workdir: str | None, out: str | None = None, npy: str | None = None, num: int | None = None,
+        seed: int = 0, step: int | None = None, interpolate: bool = False) -> int:
+    """The command line's work, given its flags; returns the exit status.
+
+    Bad input prints one line "error: ..." on stderr and returns 1.
+    """
+    try:
+        if not workdir:
+            raise UserError("--workdir is required: the training run to sample from")
+        if not out and not npy:
+            raise UserError("nothing to write: give --out FILE.png and/or --npy FILE.npy")
+        if num is None:
+            num = DEFAULT_INTERPOLATION_STEPS if interpolate else DEFAULT_NUM
+        if num < (2 if interpolate else 1):
+            raise UserError(f"--num={num}; an interpolation needs at least 2 images, a grid 1")
+        out, npy = (_check_output(p) if p else None for p in (out, npy))
+        restored = load_run(workdir, step)
+        images = sample_images(restored, num, seed, interpolate)
+        written = []
+        try:
+            if out:
+                rows, cols = (1, num) if interpolate else grid_shape(num)
+                save_images_png(images, out, rows, cols)
+                written.append(out)
+            if npy:
+                save_images_npy(images, npy)
+                written.append(npy)
+        except OSError as e:
+            raise UserError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    what = "interpolation" if interpolate else "sample"
+    print(f"{num}-image {what} of step {restored.step} (seed {seed}): {', '.join(written)}",
+          file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    quiet_libraries()
+    f = _FLAGS
+    return run(workdir=f.workdir, out=f.out, npy=f.npy, num=f.num, seed=f.seed, step=f.step,
+               interpolate=f.interpolate)
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "The training run to sample from.")
+    flags.DEFINE_integer("num", None, f"Images to draw (default {DEFAULT_NUM}; with --interpolate, "
+                         f"points along the path, default {DEFAULT_INTERPOLATION_STEPS}).")
+    flags.DEFINE_string("out", None, "Write the images as a grid PNG (one row with --interpolate).")
+    flags.DEFINE_string("npy", None, "Write the images as uint8 (num, 28, 28, 1) to this .npy file.")
+    flags.DEFINE_integer("seed", 0, "Seeds the noise; the same seed draws the same images.")
+    flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+    flags.DEFINE_bool("interpolate", False, "A latent interpolation, seed to seed + 1, instead.")
+    return flags.FLAGS
+
+
+if __name__ == "__main__":
+    from absl import app
+    from gan_jax.evaluate import deterministic_xla, parse_flags
+    deterministic_xla()
+    _FLAGS = _define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,253 @@
+"""Tests of `gan_jax.evaluate`: checkpoint evaluation, scoring any images, the reference cache, the CLI.
+
+One tiny run is trained once per session (`trained_workdir`, shared with tests/test_sample.py). Its
+metrics are computed with the shipped MNIST evaluator against the run's synthetic 16-image test split:
+meaningless numbers, but every mechanism runs. Tests that need real MNIST read it from
+GAN_JAX_MNIST_DIR and skip without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import MNIST_DIR_VAR, PYTHON, tiny_config
+from gan_jax import evaluate, input_pipeline, plots
+from gan_jax.errors import DataError
+
+NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
+_TRAINED: dict[str, str] = {}
+
+
+def trained_workdir(tmp_path_factory, idx_dir: str) -> str:
+    """A tiny run (6 steps, checkpoints at 4 and 6), trained once per session for all tests using it."""
+    if "workdir" not in _TRAINED:
+        from gan_jax.train import train_and_evaluate
+        workdir = str(tmp_path_factory.mktemp("evaluated_run"))
+        train_and_evaluate(tiny_config(idx_dir), workdir)
+        _TRAINED["workdir"] = workdir
+    return _TRAINED["workdir"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, idx_dir) -> str:
+    return trained_workdir(tmp_path_factory, idx_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir) -> tuple[int, dict]:
+    return evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+# --- Checkpoints ---------------------------------------------------------------------------------------
+
+
+def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
+    step, result = evaluated
+    assert step == 6  # the latest checkpoint
+    assert set(result) == set(evaluate.METRIC_KEYS)
+    assert result["fid"] >= 0 and math.isfinite(result["kid"]) and result["kid_std"] >= 0
+    assert 1 - 1e-9 <= result["score"] <= 10 and result["score_std"] >= 0
+    for name in ("precision", "recall", "d_acc"):
+        assert 0 <= result[name] <= 1, name
+    assert 0 <= result["coverage_entropy"] <= math.log(10) + 1e-9
+    histogram = result["class_histogram"]
+    assert len(histogram) == 10 and all(isinstance(c, int) for c in histogram)
+    assert sum(histogram) == NUM_SAMPLES
+    with open(os.path.join(workdir, "eval", "step_0000006.json")) as f:
+        written = json.load(f)
+    assert written == {"step": 6, "num_samples": NUM_SAMPLES, "seed": 0, **result}
+    assert os.path.isfile(os.path.join(workdir, "eval", "reference_mnist.npz"))
+
+
+def test_evaluation_is_deterministic_and_picks_the_step(workdir, evaluated):
+    # The second call reads the reference statistics from the cache the first one wrote.
+    assert evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES) == evaluated
+    step, result = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, step=4)
+    assert step == 4 and result != evaluated[1]
+    assert os.path.isfile(os.path.join(workdir, "eval", "step_0000004.json"))
+    _, other_seed = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, seed=1)
+    assert other_seed["fid"] != evaluated[1]["fid"]
+
+
+def test_training_evaluator_scores_the_generator(workdir):
+    run = evaluate.load_run(workdir)
+    evaluate_generator = evaluate.make_training_evaluator(run.config, workdir, num_samples=32)
+    result = evaluate_generator(run.state.generator)
+    assert set(result) == {"eval_fid", "eval_kid", "eval_score"}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in result.values())
+    assert evaluate_generator(run.state.generator) == result  # fixed noise
+
+
+# --- Scoring images and the reference cache ------------------------------------------------------------
+
+
+def _random_uint8(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+
+def test_reference_cache_is_reused_and_keyed_by_the_test_images(tmp_path):
+    samples, real, other_real = _random_uint8(12, 0), _random_uint8(16, 1), _random_uint8(16, 2)
+    cache = str(tmp_path / "eval" / "reference_mnist.npz")
+    uncached = evaluate.evaluate_samples(samples, "mnist", real)
+    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+    written = os.stat(cache)
+    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+    reread = os.stat(cache)
+    assert (reread.st_ino, reread.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not rewritten
+    # Another test set must not be scored against the cached statistics of the first.
+    other = evaluate.evaluate_samples(samples, "mnist", other_real, reference_cache=cache)
+    assert other == evaluate.evaluate_samples(samples, "mnist", other_real)
+    assert other["fid"] != uncached["fid"]
+    # A damaged cache is recomputed, not trusted.
+    open(cache, "wb").write(b"not an npz")
+    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+
+
+def test_discriminator_logits_give_d_acc():
+    samples, real = _random_uint8(8, 0), _random_uint8(8, 1)
+    result = evaluate.evaluate_samples(samples, "mnist", real,
+                                       discriminator_logits=(np.ones(8), np.r_[-np.ones(6), np.ones(2)]))
+    assert result["d_acc"] == (1.0 + 0.75) / 2
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((8, 28, 27), np.uint8), "N x 28 x 28 or N x 28 x 28 x 1"),
+    (np.zeros((8, 28, 28, 3), np.uint8), "N x 28 x 28 or N x 28 x 28 x 1"),
+    (np.zeros((0, 28, 28), np.uint8), "at least 4"),
+    (np.full((8, 28, 28), 255.0, np.float32), "must lie in [-1, 1]"),
+    (np.full((8, 28, 28), np.nan, np.float32), "NaN"),
+    (np.zeros((8, 28, 28), np.int64), "dtype int64"),
+])
+def test_unfit_images_are_refused(images, message):
+    with pytest.raises(DataError) as raised:
+        evaluate.as_images(images)
+    assert message in str(raised.value)
+
+
+# --- Command line --------------------------------------------------------------------------------------
+
+
+def test_samples_cli_scores_uint8_and_float_images_alike(workdir, idx_dir, tmp_path, python_env):
+    """The real entry point on uint8 (N, 28, 28), in-process on the same images as float (N, 28, 28, 1)."""
+    run = evaluate.load_run(workdir)
+    noise = evaluate.latent_noise(5, 20, run.config.latent_dim)
+    pixels = plots.to_uint8(evaluate.generate_images(run.gan, run.state.generator, noise))
+    np.save(tmp_path / "uint8.npy", pixels[..., 0])
+    np.save(tmp_path / "float.npy", np.asarray(input_pipeline.to_model_range(pixels)))
+    result = subprocess.run(
+        [PYTHON, "-m", "gan_jax.evaluate", "--samples", str(tmp_path / "uint8.npy"), "--dataset=mnist",
+         f"--data_dir={idx_dir}", "--json", str(tmp_path / "uint8.json")],
+        env=python_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "FID" in result.stdout and "class histogram" in result.stdout
+    assert evaluate.run(samples=str(tmp_path / "float.npy"), dataset="mnist", data_dir=idx_dir,
+                        json_path=str(tmp_path / "float.json")) == 0
+    from_uint8 = json.load(open(tmp_path / "uint8.json"))
+    assert from_uint8 == json.load(open(tmp_path / "float.json"))
+    assert from_uint8["num_samples"] == 20 and set(evaluate.METRIC_KEYS) - set(from_uint8) == {"d_acc"}
+
+
+def test_workdir_cli_writes_the_json(workdir, tmp_path, capsys):
+    assert evaluate.run(workdir=workdir, num_samples=NUM_SAMPLES, json_path=str(tmp_path / "m.json")) == 0
+    written = json.load(open(tmp_path / "m.json"))
+    assert set(evaluate.METRIC_KEYS) <= set(written) and written["step"] == 6
+    assert written == json.load(open(os.path.join(workdir, "eval", "step_0000006.json")))
+    assert "D accuracy" in capsys.readouterr().out
+
+
+def _bad_samples(tmp_path) -> dict[str, str]:
+    files = {"shape": np.zeros((8, 28, 27), np.uint8), "range": np.full((8, 28, 28), 200.0, np.float32),
+             "empty": np.zeros((0, 28, 28, 1), np.uint8)}
+    for name, array in files.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    (tmp_path / "garbage.npy").write_bytes(b"not numpy")
+    return {name: str(tmp_path / f"{name}.npy") for name in [*files, "garbage"]}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("shape", "got shape (8, 28, 27)"),
+    ("range", "must lie in [-1, 1], got values in [200, 200]"),
+    ("empty", "0 image(s), at least 4 are needed"),
+    ("garbage", "cannot read"),
+    ("missing", "cannot read"),
+    ("no dataset", "--samples needs --dataset"),
+    ("empty workdir", "holds no training run"),
+    ("missing step", "no checkpoint at step 5"),
+    ("both", "exactly one of --workdir"),
+])
+def test_bad_input_is_one_error_line(case, message, workdir, idx_dir, tmp_path, capsys):
+    files = _bad_samples(tmp_path)
+    samples = dict(samples=files.get(case, str(tmp_path / "missing.npy")), dataset="mnist",
+                   data_dir=idx_dir)
+    kwargs = {
+        "no dataset": dict(samples=files["shape"]),
+        "empty workdir": dict(workdir=str(tmp_path)),
+        "missing step": dict(workdir=workdir, step=5),
+        "both": dict(workdir=workdir, samples=files["shape"]),
+    }.get(case, samples)
+    assert evaluate.run(**kwargs) == 1
+    captured = capsys.readouterr()
+    assert message in _one_error_line(captured.err) and captured.out == ""
+
+
+def test_cli_error_exits_1_without_traceback(workdir, python_env):
+    result = subprocess.run([PYTHON, "-m", "gan_jax.evaluate", f"--workdir={workdir}", "--step=5"],
+                            env=python_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "no checkpoint at step 5" in _one_error_line(result.stderr) and "Traceback" not in result.stderr
+
+
+# --- Real MNIST ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    data_dir = os.environ.get(MNIST_DIR_VAR)
+    if not data_dir:
+        pytest.skip(f"{MNIST_DIR_VAR} not set")
+    return data_dir, input_pipeline.load_idx_split(data_dir, "test")
+
+
+@pytest.fixture(scope="module")
+def test_set_against_itself(mnist_test, tmp_path_factory) -> dict:
+    """The real MNIST test split scored against itself through the --samples command."""
+    data_dir, split = mnist_test
+    folder = tmp_path_factory.mktemp("mnist_self")
+    np.save(folder / "test.npy", split.images)
+    assert evaluate.run(samples=str(folder / "test.npy"), dataset="mnist", data_dir=data_dir,
+                        json_path=str(folder / "m.json")) == 0
+    return json.load(open(folder / "m.json"))
+
+
+def test_real_test_set_against_itself_is_perfect(test_set_against_itself):
+    result = test_set_against_itself
+    assert result["fid"] < 1e-6
+    assert 9.6 < result["score"] < 10
+    assert result["precision"] == result["recall"] == 1.0
+    assert result["coverage_entropy"] > 2.29
+    assert abs(result["kid"]) < 3 * result["kid_std"]  # unbiased: zero within its spread
+
+
+def test_one_class_loses_coverage_and_recall(mnist_test, test_set_against_itself):
+    _, split = mnist_test
+    # 500 of the 1135 ones: smaller KID subsets and k-NN sets, a fraction of the time.
+    one_class = evaluate.evaluate_samples(split.images[split.labels == 1][:500], "mnist", split.images)
+    every_class = test_set_against_itself
+    assert one_class["coverage_entropy"] < 0.1 < every_class["coverage_entropy"]
+    assert one_class["recall"] < 0.2 < every_class["recall"]
+    assert one_class["precision"] > 0.9  # real images, just too few kinds of them
+    assert one_class["score"] < 2
+    assert one_class["fid"] > 100
