@@ -54,6 +54,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.sample_every = 200
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
+    # FID, KID and classifier score of 2,000 samples (the shipped evaluator network) logged to
+    # metrics.jsonl as eval_fid, eval_kid, eval_score; the last step always evaluates. 0: off.
+    config.eval_every = 0
 
     # Data parallelism: batch_size is the global batch, split evenly over the devices.
     config.parallel = "pmap"  # "pmap" or "shard_map", over the same per-device step

@@ -61,6 +61,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "sample_every": (int, _positive, ">= 1"),
     "checkpoint_every": (int, _positive, ">= 1"),
     "keep_checkpoints": (int, _positive, ">= 1"),
+    "eval_every": (int, _non_negative, ">= 0 (0: off)"),
     "steps_per_call": (int, _positive, ">= 1"),
     "deterministic": (bool, lambda v: True, "true or false"),
     "parallel": (str, _one_of(*parallel.MODES), f"one of {parallel.MODES}"),
@@ -102,7 +103,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}={value!r} is invalid; expected {meaning}")
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
-    for cadence in ("log_every", "sample_every", "checkpoint_every"):
+    for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every"):
         if config[cadence] % config.steps_per_call:
             raise ConfigError(f"config.{cadence}={config[cadence]} is not a multiple of "
                               f"config.steps_per_call={config.steps_per_call}")

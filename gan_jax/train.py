@@ -156,6 +156,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
     return host_state
 
 
+class _Throughput:
+    """Steps per second between log lines, with compiling calls kept out of the count."""
+
+    def __init__(self, step: int):
+        self._time, self._step = time.perf_counter(), step
+
+    def exclude(self, seconds: float, num_steps: int) -> None:
+        self._time += seconds
+        self._step += num_steps
+
+    def rate(self, step: int) -> float | None:
+        """Steps/s since the last call (None if no step was timed); restarts the count."""
+        now = time.perf_counter()
+        rate = (step - self._step) / (now - self._time) if step > self._step else None
+        self._time, self._step = now, step
+        return rate
+
+
+def _check_finite(window: list[dict[str, np.ndarray]], first_step: int, checkpointer) -> None:
+    bad = _first_non_finite(window, first_step)
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
+            f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
+
+
 def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer, steps_per_epoch,
                 total_steps):
     step = int(host_state.step)
@@ -168,8 +194,12 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
     samples_dir = os.path.join(workdir, "samples")
     writer = MetricsWriter(workdir, start_step=step) if is_writer else None
     progress = Progress(step, total_steps, steps_per_epoch) if is_writer else None
+    evaluate_generator = None
+    if config.eval_every and is_writer:
+        from gan_jax import evaluate  # the evaluator network and test split: only when asked for
+        evaluate_generator = evaluate.make_training_evaluator(config, workdir)
     window, window_start = [], step + 1  # device metrics not yet checked on the host
-    clock, clock_step, compiled = time.perf_counter(), step, set()
+    throughput, compiled = _Throughput(step), set()
     stopping = False
     try:
         with _InterruptFlag() as interrupt:
@@ -189,41 +219,38 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                     elapsed = time.perf_counter() - call_start
                     logger.info("compiled and ran the first call of %d step(s) in %.1f s", num_steps,
                                 elapsed)
-                    clock, clock_step = clock + elapsed, clock_step + num_steps
+                    throughput.exclude(elapsed, num_steps)
                     compiled.add(num_steps)
-                due = lambda every: step % every == 0 or step == total_steps  # noqa: E731
-                any_due = due(config.log_every) or due(config.sample_every) or due(config.checkpoint_every)
+                due = {name: step % config[f"{name}_every"] == 0 or step == total_steps
+                       for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
                 # One process alone checks its flag every step; several agree at synced steps only.
                 stopping = interrupt.raised if jax.process_count() == 1 else (
-                    any_due and _any_process(interrupt.raised))
-                if not (any_due or stopping):
+                    any(due.values()) and _any_process(interrupt.raised))
+                if not (any(due.values()) or stopping):
                     if progress:
                         progress.update(step, None)
                     continue
-                # The only host syncs: at logging, sampling and checkpoint steps.
+                # The only host syncs: at logging, sampling, evaluation and checkpoint steps.
                 host_window = [m for call in window for m in data_parallel.get_metrics(call)]
-                bad = _first_non_finite(host_window, window_start)
-                if bad is not None:
-                    raise NonFiniteLossError(
-                        f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
-                        f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
+                _check_finite(host_window, window_start, checkpointer)
                 window, window_start = [], step + 1
+                host_state = data_parallel.get_state(state) if (
+                    due.get("sample") or due.get("checkpoint") or due.get("eval") or stopping) else None
                 record = None
-                if due(config.log_every) and is_writer:
-                    now = time.perf_counter()
+                if (due.get("log") or due.get("eval")) and is_writer:
                     record = {"epoch": (step - 1) // steps_per_epoch + 1,
-                              **{k: float(v) for k, v in host_window[-1].items()},
-                              "steps_per_s": (step - clock_step) / (now - clock) if step > clock_step else None}
-                    clock, clock_step = now, step
+                              **{k: float(v) for k, v in host_window[-1].items()}}
+                    if due.get("log"):
+                        record["steps_per_s"] = throughput.rate(step)
+                    if due.get("eval") and evaluate_generator:
+                        record.update(evaluate_generator(host_state.generator))
                     writer.write(step, record)
                 if progress:
                     progress.update(step, record)
-                if due(config.sample_every) or due(config.checkpoint_every) or stopping:
-                    host_state = data_parallel.get_state(state)
-                if due(config.sample_every) and is_writer:
+                if due.get("sample") and is_writer:
                     samples = generate(jax.device_put(host_state.generator), fixed_noise)
                     plots.save_grid(np.asarray(samples), os.path.join(samples_dir, f"step_{step:07d}.png"))
-                if due(config.checkpoint_every) or stopping:
+                if due.get("checkpoint") or stopping:
                     if not parallel.all_finite(host_state):
                         raise NonFiniteLossError(f"parameters became NaN or infinite by step {step}; "
                                                  f"stopped without saving")

@@ -181,3 +181,14 @@ def test_steps_per_call_trains_like_single_steps(reference, idx_dir, tmp_path):
     for ra, rb in zip(a, b):
         for name in ("d_loss", "g_loss", "d_real", "d_fake"):
             assert ra[name] == pytest.approx(rb[name], abs=1e-5)
+
+
+def test_eval_every_logs_sample_quality(idx_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(idx_dir, eval_every=3), str(tmp_path))
+    records = read_metrics(os.path.join(str(tmp_path), "metrics.jsonl"))
+    assert [r["step"] for r in records] == [2, 3, 4, 6]
+    evaluated = {r["step"]: r for r in records if "eval_fid" in r}
+    assert sorted(evaluated) == [3, 6]  # every 3 steps, and always the last
+    for record in evaluated.values():
+        assert record["eval_fid"] > 0 and 1 <= record["eval_score"] <= 10 and "eval_kid" in record
+    assert "steps_per_s" not in records[1]  # step 3 is an evaluation, not a log step
