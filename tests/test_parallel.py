@@ -31,7 +31,7 @@ def run_steps(config, images, num_steps):
     metrics = []
     for _ in range(num_steps):
         state, step_metrics = data_parallel.train_step(state, images)
-        metrics.append(data_parallel.get_metrics(step_metrics))
+        metrics.extend(data_parallel.get_metrics(step_metrics))
     return data_parallel.get_state(state), state, metrics
 
 
