@@ -235,6 +235,7 @@ def _define_flags():
 if __name__ == "__main__":
     from absl import app
 
-    from gan_jax.train import parse_flags
+    from gan_jax import cli
     _FLAGS = _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.setup_logging()
+    app.run(main, flags_parser=cli.parse_flags)

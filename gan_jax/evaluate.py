@@ -41,6 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from gan_jax import cli
 from gan_jax import config as config_lib
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import input_pipeline, metrics
@@ -537,37 +538,11 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
-    quiet_libraries()
+    del argv  # cli.parse_flags refuses leftovers
+    cli.setup_logging()
     f = _FLAGS
     return run(workdir=f.workdir, samples=f.samples, dataset=f.dataset, data_dir=f.data_dir,
                num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json)
-
-
-def quiet_libraries() -> None:
-    """Library INFO chatter (orbax, absl) kept off the console: the table is the output."""
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)
-
-
-def deterministic_xla() -> None:
-    """Deterministic GPU kernels, so an evaluation is repeatable; set before the backend starts."""
-    flag = "--xla_gpu_deterministic_ops=true"
-    flags = os.environ.get("XLA_FLAGS", "")
-    if flag not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with a bad flag reported in one line (exit 2), for commands without --config."""
-    from absl import flags
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: bad command line: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _define_flags():
@@ -588,6 +563,6 @@ def _define_flags():
 
 if __name__ == "__main__":
     from absl import app
-    deterministic_xla()
+    cli.request_deterministic_xla()  # so an evaluation is repeatable on GPU too
     _FLAGS = _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -80,7 +80,8 @@ def read_idx_file(path: str, ndim: int) -> np.ndarray:
     return parse_idx(data, ndim, source=path)
 
 
-def _find_idx_file(data_dir: str, stem: str) -> str:
+def find_idx_file(data_dir: str, stem: str) -> str:
+    """The path of IDX file `stem` in data_dir, gzipped or raw."""
     for name in (stem + ".gz", stem):
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):
@@ -93,8 +94,8 @@ def load_idx_split(data_dir: str, split: str) -> Split:
     if not os.path.isdir(data_dir):
         raise DataError(f"data.dir {data_dir!r} is not a folder")
     image_stem, label_stem = IDX_FILES[split]
-    images = read_idx_file(_find_idx_file(data_dir, image_stem), ndim=3)
-    labels = read_idx_file(_find_idx_file(data_dir, label_stem), ndim=1)
+    images = read_idx_file(find_idx_file(data_dir, image_stem), ndim=3)
+    labels = read_idx_file(find_idx_file(data_dir, label_stem), ndim=1)
     if images.shape[1:] != IMAGE_SHAPE[:2]:
         raise DataError(f"{data_dir}: images are {images.shape[1:]}, expected {IMAGE_SHAPE[:2]}")
     if len(images) != len(labels):

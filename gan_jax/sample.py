@@ -22,9 +22,9 @@ import sys
 
 import numpy as np
 
-from gan_jax import plots
+from gan_jax import cli, plots
 from gan_jax.errors import UserError
-from gan_jax.evaluate import RestoredRun, generate_images, latent_noise, load_run, quiet_libraries
+from gan_jax.evaluate import RestoredRun, generate_images, latent_noise, load_run
 
 DEFAULT_NUM = 64
 DEFAULT_INTERPOLATION_STEPS = 10
@@ -156,10 +156,8 @@ def run(*, workdir: str | None, out: str | None = None, npy: str | None = None, 
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
-    quiet_libraries()
+    del argv  # cli.parse_flags refuses leftovers
+    cli.setup_logging()
     f = _FLAGS
     return run(workdir=f.workdir, out=f.out, npy=f.npy, num=f.num, seed=f.seed, step=f.step,
                interpolate=f.interpolate)
@@ -180,7 +178,6 @@ def _define_flags():
 
 if __name__ == "__main__":
     from absl import app
-    from gan_jax.evaluate import deterministic_xla, parse_flags
-    deterministic_xla()
+    cli.request_deterministic_xla()
     _FLAGS = _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

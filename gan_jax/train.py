@@ -7,9 +7,7 @@ workdir holds a checkpoint resumes from it; SIGTERM or Ctrl-C saves a checkpoint
 
 from __future__ import annotations
 
-import ast
 import json
-import logging
 import os
 import signal
 import sys
@@ -21,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import input_pipeline, parallel, plots
+from gan_jax import cli, input_pipeline, parallel, plots
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
 from gan_jax.logging_utils import MetricsWriter, Progress, logger
@@ -29,7 +27,6 @@ from gan_jax.parallel import HostState
 from gan_jax.state import abstract_train_state, create_train_state, seed_keys
 
 NUM_SAMPLES = 64  # the 8x8 grid rendered from fixed noise
-_DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 class Interrupted(Exception):
@@ -38,17 +35,6 @@ class Interrupted(Exception):
     def __init__(self, step: int, checkpoint_dir: str):
         super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}")
         self.step = step
-
-
-def apply_determinism(config: ml_collections.ConfigDict) -> None:
-    """Asks XLA for deterministic GPU kernels (scatter, reductions) when config.deterministic is set.
-
-    XLA reads its flags when the backend starts, so this must run before the first computation; CPU
-    results are deterministic already and ignore the flag.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if config.deterministic and _DETERMINISTIC_XLA_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {_DETERMINISTIC_XLA_FLAG}".strip()
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -128,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
       Interrupted: SIGTERM/SIGINT arrived; a checkpoint at the current step was saved first.
     """
     config_lib.validate(config)
-    apply_determinism(config)
+    cli.request_deterministic_xla(config.deterministic)
     data_parallel = parallel.DataParallel(config)
     workdir = prepare_workdir(workdir)
     train_split = input_pipeline.load_split(config.data, "train")
@@ -274,7 +260,7 @@ def main(argv):
     del argv
     config = _FLAGS.config
     workdir = _FLAGS.workdir or os.path.join("runs", _config_stem(_FLAGS["config"].config_filename))
-    _setup_logging()
+    cli.setup_logging()
     try:
         if _FLAGS.distributed or _FLAGS.coordinator:
             parallel.initialize_distributed(_FLAGS.coordinator, _FLAGS.num_processes,
@@ -292,7 +278,7 @@ def main(argv):
             raise  # a bug, or the device failing: keep the traceback
         # With several processes this is how a lost peer shows up in the collectives.
         print(f"error: lost contact with another process of the distributed run: "
-              f"{_one_line(e)[:300]}", file=sys.stderr)
+              f"{cli.one_line(e)[:300]}", file=sys.stderr)
         return 1
     print(f"trained to step {int(state.step)}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
     return 0
@@ -306,17 +292,6 @@ def _config_stem(config_filename: str) -> str:
 def _resume_command(workdir: str) -> str:
     args = [a for a in sys.argv[1:] if not a.startswith("--workdir")]
     return " ".join(["python -m gan_jax.train", *args, f"--workdir {workdir}"])
-
-
-def _setup_logging() -> None:
-    """Our own lines as plain "gan_jax: message"; library INFO chatter (orbax, absl) kept quiet."""
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def _define_flags():
@@ -339,36 +314,7 @@ def _define_flags():
     return flags.FLAGS
 
 
-def _one_line(error: Exception) -> str:
-    """The gist of a flag or config-file error on one line (ml_collections nests reprs and tracebacks)."""
-    text = str(error)
-    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
-        text = ast.literal_eval(text)  # an error whose message is the repr of a string
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-        lines = lines[-1:]  # the raised exception, not the stack above it
-    return " ".join(lines)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with a bad config file or override reported in one line (exit 2).
-
-    Shared by the command-line entry points; each defines a `--config` file flag.
-    """
-    from absl import flags
-    try:
-        remaining = flags.FLAGS(argv)
-        flags.FLAGS.config.keys()  # loads the config file now, so its errors surface here too
-    except AttributeError as e:  # ml_collections' way of saying an override names no field
-        print(f"error: bad command line: unknown config key {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # noqa: BLE001  (flag and config-file errors come in many types)
-        print(f"error: bad command line: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    return remaining
-
-
 if __name__ == "__main__":
     from absl import app
     _FLAGS = _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

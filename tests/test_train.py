@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import tiny_config
-from gan_jax import parallel, steps, train
+from gan_jax import cli, parallel, steps, train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.logging_utils import read_metrics
 
@@ -160,11 +160,11 @@ def test_bad_config_and_data_fail_before_any_work(idx_dir, tmp_path):
 
 def test_deterministic_flag_asks_xla_for_deterministic_ops(idx_dir, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
-    train.apply_determinism(tiny_config(idx_dir))
+    cli.request_deterministic_xla(tiny_config(idx_dir).deterministic)
     assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=1",
                                                "--xla_gpu_deterministic_ops=true"]
     monkeypatch.setenv("XLA_FLAGS", "")
-    train.apply_determinism(tiny_config(idx_dir, deterministic=False))
+    cli.request_deterministic_xla(tiny_config(idx_dir, deterministic=False).deterministic)
     assert os.environ["XLA_FLAGS"] == ""
 
 

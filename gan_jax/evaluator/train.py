@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gan_jax import evaluator
+from gan_jax import cli, evaluator
 from gan_jax.errors import ConfigError, DataError, UserError
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, init_params, num_params
-from gan_jax.input_pipeline import (DATASETS, IDX_FILES, SPLITS, _find_idx_file, batch_indices,
+from gan_jax.input_pipeline import (DATASETS, IDX_FILES, SPLITS, find_idx_file, batch_indices,
                                     load_idx_split, to_model_range)
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -148,7 +148,7 @@ def data_file_hashes(data_dir: str) -> dict[str, str]:
     hashes = {}
     for split in SPLITS:
         for stem in IDX_FILES[split]:
-            path = _find_idx_file(data_dir, stem)  # the same lookup the loader does, so the same file
+            path = find_idx_file(data_dir, stem)  # the same lookup the loader does, so the same file
             hashes[os.path.basename(path)] = sha256_file(path)
     return hashes
 
@@ -256,20 +256,9 @@ def _define_flags() -> flags.FlagValues:
     return flags.FLAGS
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with an unknown or malformed flag reported in one line (exit status 2)."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: bad command line: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str]) -> None:
     """Entry point: a `UserError` becomes one `error: ...` line on stderr and exit status 1."""
-    if len(argv) > 1:
-        print(f"error: bad command line: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-        sys.exit(2)
+    del argv  # cli.parse_flags refuses leftovers
     command = "python -m gan_jax.evaluator.train " + shlex.join(sys.argv[1:])
     values = flags.FLAGS
     try:
@@ -282,4 +271,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)
