@@ -164,9 +164,9 @@ def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_cal
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
           f"jax {jax.__version__}; one step = {per_image / 1e9:.4f} GFLOP per image (analytic); "
           f"float32 matmul {matmul:.0f} GFLOP/s measured")
-    if jax.default_backend() == "cpu":
-        print("steps_per_call > 1 runs unrolled on CPU: XLA's CPU backend runs convolutions inside a "
-              "loop body single-threaded, without its fast forms")
+    if jax.default_backend() == "cpu" and max(steps_per_call) > 1:
+        print("steps_per_call > 1: a rolled loop unless model.conv_transpose=xla (XLA:CPU canonicalizes "
+              "convolutions only outside loops; jax's own conv gradients would run as naive loops)")
     header = (f"{'batch':>6} {'K':>4} {'loop':>8} {'compile s':>9} {'steps/s':>9} {'(min-max)':>15} "
               f"{'images/s':>9} {'GFLOP/s':>8} {'% matmul':>8} {'peak MiB':>9}")
     print(header)
@@ -225,7 +225,7 @@ def _define_flags():
     flags.DEFINE_integer("steps", 100, "Timed steps per repeat (rounded up to whole calls).")
     flags.DEFINE_integer("repeats", 5, "Timed repeats; the median and the spread are reported.")
     flags.DEFINE_enum("loop", "auto", ["auto", "unrolled", "rolled"],
-                      "How K > 1 steps run: auto (unrolled on CPU, rolled elsewhere) or forced.")
+                      "How K > 1 steps run: auto (the trainer's choice) or forced, to compare.")
     flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
     flags.mark_flags_as_required(["config"])

@@ -1,4 +1,5 @@
-"""Transposed convolution for the generator, with a choice of implementation.
+"""The GAN's convolutions in forms XLA runs fast: G's transposed convolution (with a choice of
+implementation) and D's strided convolution (`conv`), both with canonical-layout gradients.
 
 `impl="xla"` is exactly what `flax.linen.ConvTranspose` computes (`lax.conv_transpose`, kernel HWIO, no
 kernel flip). Other implementations compute the same function of the same parameters, so a checkpoint
@@ -143,13 +144,56 @@ def _strided_bwd(strides: tuple[int, int], pads: Padding, residuals: tuple[jax.A
     adjoint_pads = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
                     (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
     # "HWOI": the kernel's out_features are this conv's input features and vice versa.
-    dx = lax.conv_general_dilated(g, kernel[::-1, ::-1], strides, adjoint_pads,
-                                  dimension_numbers=("NHWC", "HWOI", "NHWC"))
+    # The kernel's in/out swap is an explicit transpose so that the conv is canonical (NHWC, HWIO,
+    # NHWC): XLA:CPU only canonicalizes convs of the entry computation, and a non-canonical conv in a
+    # while body (lax.scan) becomes a naive elemental loop, ~100x slower.
+    dx = lax.conv_general_dilated(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, adjoint_pads,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
     # Batch is the contracted "feature" dim of both operands; g's channels play the batch dim and come
     # out last, x's channels are the output features: the result is already (kh, kw, in, out).
-    dkernel = lax.conv_general_dilated(g, x, (1, 1), adjoint_pads, rhs_dilation=strides,
-                                       dimension_numbers=("CHWN", "IHWO", "HWCN"))
+    # The same as ("CHWN", "IHWO", "HWCN") dimension numbers, with explicit transposes: canonical.
+    dkernel = lax.conv_general_dilated(g.transpose(3, 1, 2, 0), x.transpose(1, 2, 0, 3), (1, 1),
+                                       adjoint_pads, rhs_dilation=strides,
+                                       dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 3, 0)
     return dx, dkernel[::-1, ::-1]
 
 
 _strided.defvjp(_strided_fwd, _strided_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+    """`lax.conv_general_dilated` (NHWC, HWIO, explicit padding) whose gradients are canonical convs.
+
+    jax's own gradients of a convolution use non-canonical dimension numbers (kernel "HWOI" for the
+    input gradient; batch and feature swapped for the weight gradient). XLA:CPU rewrites those into
+    canonical convolutions (NHWC, HWIO) only in the entry computation; inside a while loop body
+    (lax.scan, fori_loop) they stay as they are and run as a naive elemental loop, ~100x slower.
+    Here the transposes are explicit, so every convolution is canonical wherever it is.
+    """
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _conv_fwd(x, kernel, strides, padding):
+    return conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    dx_pads, dk_pads = [], []
+    for n, k, o, s, (lo, hi) in zip(x.shape[1:3], kernel.shape[:2], g.shape[1:3], strides, padding):
+        before = k - 1 - lo
+        dx_pads.append((before, n + k - 1 - (s * (o - 1) + 1) - before))
+        dk_pads.append((lo, (s * (o - 1) + 1 - n) + (k - 1 - lo)))
+    # dx: g dilated by the stride, convolved with the flipped kernel with in/out swapped.
+    dx = lax.conv_general_dilated(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), (1, 1), dx_pads,
+                                  lhs_dilation=strides, dimension_numbers=_DIMENSION_NUMBERS)
+    # dkernel: x with batch and channels swapped, convolved with g (batch as the input feature,
+    # window dilated by the stride): (in, kh, kw, out) -> (kh, kw, in, out).
+    dkernel = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
+                                       dk_pads, rhs_dilation=strides,
+                                       dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 0, 3)
+    return dx, dkernel
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.conv_transpose import conv as canonical_conv
 from gan_jax.conv_transpose import conv_transpose
 
 # PyTorch's ConvTranspose2d(k=4, s=2, p=1) doubles the size; lax.conv_transpose pads the dilated input
@@ -73,6 +74,27 @@ class ConvTranspose(nn.Module):
         return conv_transpose(x, kernel, self.strides, self.padding, self.impl) + bias
 
 
+class Conv(nn.Module):
+    """`nn.Conv` (same parameters "kernel" HWIO and "bias", explicit padding) with canonical gradients."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int]
+    padding: Any
+    kernel_init: Any
+    bias_init: Any
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+        padding = tuple((int(lo), int(hi)) for lo, hi in self.padding)
+        return canonical_conv(x, kernel, tuple(self.strides), padding) + bias
+
+
 class Generator(nn.Module):
     """z (batch, latent_dim) -> images (batch, 28, 28, 1) in [-1, 1]."""
 
@@ -108,7 +130,7 @@ class Discriminator(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         def conv(features, x):
             inits = layer_initializers(self.init_scheme, fan_in=x.shape[-1] * 4 * 4)
-            return nn.Conv(features, (4, 4), (2, 2), _DOWNSAMPLE_PADDING, dtype=self.dtype, **inits)(x)
+            return Conv(features, (4, 4), (2, 2), _DOWNSAMPLE_PADDING, dtype=self.dtype, **inits)(x)
 
         x = nn.leaky_relu(conv(self.width, x), 0.2)
         x = conv(2 * self.width, x)

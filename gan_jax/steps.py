@@ -182,9 +182,12 @@ def train_steps(state: TrainState, images: jax.Array, *, gan: GAN, num_steps: in
     Args:
       state, images, gan, axis_name: as for `train_step`.
       num_steps: steps per call.
-      unroll: unroll the loop into straight-line code instead of an XLA while loop. XLA's CPU backend
-        runs convolutions inside a loop body single-threaded and without its fast forms, so on CPU an
-        unrolled call is several times faster; on GPU/TPU a rolled loop compiles faster and runs as fast.
+      unroll: unroll the loop into straight-line code instead of an XLA while loop. Both run at the
+        same speed per step with the model's own convolutions, whose gradients are canonical
+        convolutions (see conv_transpose.conv); the rolled loop compiles several times faster.
+        XLA:CPU canonicalizes convolutions only outside loops, so jax's own (non-canonical) conv
+        gradients inside a rolled loop run as naive loops, ~100x slower: model.conv_transpose="xla"
+        should be unrolled on CPU.
 
     Returns:
       The new state and each metric stacked over the steps, shape (num_steps,).

@@ -51,7 +51,7 @@ def test_bench_times_the_real_step(idx_dir, steps_per_call):
     assert row["gflops_per_s"] == pytest.approx(
         row["steps_per_s"] * 8 * bench.train_step_flops_per_image(config) / 1e9)
     assert row["peak_memory_bytes"] > 0 and row["compile_s"] > 0
-    assert row["loop"] == ("single" if steps_per_call == 1 else "unrolled")
+    assert row["loop"] == ("single" if steps_per_call == 1 else "rolled")
 
 
 def test_cli_writes_json_lines(tmp_path, python_env):

@@ -154,3 +154,43 @@ def test_unknown_impl_or_padding_raises() -> None:
         conv_transpose(x, kernel, (1, 1), "VALID", impl="cudnn")
     with pytest.raises(ValueError, match="padding"):
         conv_transpose(x, kernel, (1, 1), "FULL", impl="fast")
+
+
+@pytest.mark.parametrize("shape, kernel_shape", [((4, 28, 28, 1), (4, 4, 1, 8)),
+                                                 ((4, 14, 14, 8), (4, 4, 8, 16)),
+                                                 ((3, 9, 9, 2), (3, 3, 2, 5))])
+def test_conv_matches_lax_with_its_gradients(shape, kernel_shape):
+    """D's `conv`: lax's strided conv, with gradients written as canonical convolutions."""
+    from gan_jax.conv_transpose import conv
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, shape)
+    kernel = jax.random.normal(kk, kernel_shape)
+    padding = ((1, 1), (1, 1))
+    reference = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, k: conv(x, k, (2, 2), padding)  # noqa: E731
+    np.testing.assert_array_equal(ours(x, kernel), reference(x, kernel))
+    cotangent = jax.random.normal(kg, reference(x, kernel).shape)
+    grads = [jax.vjp(f, x, kernel)[1](cotangent) for f in (ours, reference)]
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_every_convolution_of_a_rolled_training_loop_is_canonical(idx_dir):
+    """XLA:CPU canonicalizes convolutions only outside loops; a non-canonical one left inside a
+    rolled lax.scan runs as a naive loop (~100x slower). The model's convolutions and their
+    gradients must all be NHWC x HWIO -> NHWC already."""
+    import functools
+    import re
+
+    from conftest import tiny_config
+    from gan_jax import steps
+    from gan_jax.state import GAN, create_train_state
+    gan = GAN.from_config(tiny_config(idx_dir))
+    state = create_train_state(gan, seed=0)
+    images = jnp.zeros((32, 28, 28, 1), jnp.uint8)
+    rolled = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=2, unroll=False))
+    hlo = rolled.lower(state, images).compile().as_text()
+    labels = re.findall(r"convolution\(.*?dim_labels=(\S+?)[,\s]", hlo)
+    assert len(labels) >= 10
+    assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))
