@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import input_pipeline, parallel
+from gan_jax import input_pipeline, parallel, steps
 from gan_jax.errors import UserError
 from gan_jax.state import create_train_state
 
@@ -108,19 +108,23 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     data_parallel = parallel.DataParallel(config)
     if loop != "auto":
         data_parallel.unroll = loop == "unrolled"
-    state = data_parallel.put_state(parallel.to_host(create_train_state(data_parallel.gan, config.seed)))
-    device_images = data_parallel.put_data(images)
+    config_lib.steps_per_epoch(config, len(images))  # checks steps_per_call fits an epoch
+    state = create_train_state(data_parallel.gan, config.seed)
+    orders = steps.data_orders(state.key, 0, len(images))
+    state = data_parallel.put_state(parallel.to_host(state))
+    # Timed runs may pass the first two epochs: they then reuse their orders, which costs the same.
+    data = data_parallel.put_data(input_pipeline.TrainData(images, orders))
     start = time.perf_counter()
-    step = data_parallel.train_steps(k).lower(state, device_images).compile()
+    step = data_parallel.train_steps(k).lower(state, data).compile()
     compile_s = time.perf_counter() - start
-    state, metrics = step(state, device_images)  # warm-up, untimed
+    state, metrics = step(state, data)  # warm-up, untimed
     jax.block_until_ready(metrics)
     calls = max(1, -(-num_steps // k))
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(calls):
-            state, metrics = step(state, device_images)
+            state, metrics = step(state, data)
         jax.block_until_ready((state, metrics))
         rates.append(calls * k / (time.perf_counter() - start))
     if not all(np.isfinite(m["d_loss"]) for m in data_parallel.get_metrics(metrics)):

@@ -122,4 +122,8 @@ def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int
     if config.batch_size > num_examples:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{num_examples} training images")
-    return num_examples // config.batch_size
+    steps_per_epoch = num_examples // config.batch_size
+    if config.steps_per_call > steps_per_epoch:  # a call's steps may span two epochs, not three
+        raise ConfigError(f"config.steps_per_call={config.steps_per_call} is more than the "
+                          f"{steps_per_epoch} steps of an epoch")
+    return steps_per_epoch

@@ -2,15 +2,15 @@
 
 Two sources give the same arrays: `idx` reads the four IDX files (gzip or raw) from a folder, `tfds` goes
 through tensorflow-datasets (see `gan_jax.tfds_idx`). The whole split is put on the device once; each
-training step gathers its batch from a permutation that is a pure function of (key, epoch), so data order
-needs no host work and a resumed run sees exactly the batches an uninterrupted one would.
+training step gathers its batch on the device from its epoch's permutation, a pure function of (key,
+epoch) computed once per epoch, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,14 +118,48 @@ def to_model_range(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 127.5 - 1.0
 
 
-def batch_indices(key: jax.Array, step: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
-    """Indices of the global batch for `step`: an epoch-wise permutation, dropping the ragged tail.
+class TrainData(NamedTuple):
+    """What the train step reads: the whole split and the batch order of the epochs at hand.
 
-    Data order is a pure function of (key, epoch): the permutation of epoch e is drawn from
-    `fold_in(key, e)`, so any step's batch can be recomputed without replaying earlier steps.
+    Attributes:
+      images: uint8 (num_examples, 28, 28, 1), resident on the device for the whole run.
+      orders: int32 (2, num_examples): row `e % 2` is epoch e's permutation, for the epoch of the
+        call's first step and the next one, so a call of several steps may cross one epoch boundary.
+    """
+
+    images: Any
+    orders: Any
+
+
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+    """Epoch `epoch`'s data order: a pure function of (key, epoch), drawn from fold_in(key, epoch)."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+def epoch_orders(key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
+    """TrainData.orders for a call starting in `epoch`: epochs `epoch` and `epoch + 1` by parity."""
+    rows = [np.asarray(_epoch_permutation(key, e, num_examples)) for e in (epoch, epoch + 1)]
+    return np.stack(rows[::-1] if epoch % 2 else rows)
+
+
+_epoch_permutation = jax.jit(epoch_permutation, static_argnums=2)
+
+
+def batch_from_orders(orders: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
+    """Indices of the global batch of `step`, from TrainData.orders (the epoch's ragged tail dropped)."""
+    steps_per_epoch = orders.shape[1] // batch_size
+    return _batch_of(orders[(step // steps_per_epoch) % 2], step, batch_size, steps_per_epoch)
+
+
+def batch_indices(key: jax.Array, step: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    """Indices of the global batch for `step`, computing the epoch's permutation on the spot.
+
+    The same order as `batch_from_orders` gives, for callers that do not keep the permutations.
     """
     steps_per_epoch = num_examples // batch_size
-    epoch = step // steps_per_epoch
-    permutation = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
-    start = (step % steps_per_epoch) * batch_size
-    return jax.lax.dynamic_slice_in_dim(permutation, start, batch_size)
+    permutation = epoch_permutation(key, step // steps_per_epoch, num_examples)
+    return _batch_of(permutation, step, batch_size, steps_per_epoch)
+
+
+def _batch_of(order: jax.Array, step: jax.Array, batch_size: int, steps_per_epoch: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(order, (step % steps_per_epoch) * batch_size, batch_size)

@@ -142,9 +142,9 @@ class DataParallel:
         """Lays out one host copy of the state for the step: on the device, or replicated."""
         return self._replicate(host_state, wrap_key=True)
 
-    def put_data(self, images: np.ndarray) -> jax.Array:
-        """The whole training split on every participating device, once."""
-        return self._replicate(images, wrap_key=False)
+    def put_data(self, tree: Any) -> Any:
+        """Host arrays (the training split, data orders) on every participating device."""
+        return self._replicate(tree, wrap_key=False)
 
     def _replicate(self, tree: Any, wrap_key: bool) -> Any:
         if self.mode == "jit":

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gan_jax import input_pipeline
@@ -148,39 +149,52 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     return state.replace(generator=generator), _mean_over_devices({"g_loss": loss}, axis_name)
 
 
-def train_step(state: TrainState, images: jax.Array, *, gan: GAN,
+def split_train_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The state's training key split by purpose: (data order, noise)."""
+    data_key, noise_key = jax.random.split(key)
+    return data_key, noise_key
+
+
+def data_orders(train_key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
+    """`TrainData.orders` for calls starting in `epoch`: this run's data order, on the host."""
+    data_key, _ = split_train_key(train_key)
+    return input_pipeline.epoch_orders(data_key, epoch, num_examples)
+
+
+def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """One training step: gather the batch on device, update D, then G, and advance the step.
 
     Args:
       state: the training state.
-      images: the whole training split, uint8 (num_examples, 28, 28, 1), resident on the device.
+      data: the whole training split, resident on the device, and the data order of the epochs of
+        this call (see `data_orders`).
       gan: models and optimizers.
       axis_name: the device axis when sharded, else None.
 
     Returns:
       The new state and the step's metrics: d_loss, g_loss, d_real, d_fake.
     """
-    # One key per purpose, then per step; fold_in(key, step) makes step k's randomness independent of
-    # how the run got to step k (fresh, resumed, or k steps in one call).
-    data_key, noise_key = jax.random.split(state.key)
-    indices = input_pipeline.batch_indices(data_key, state.step, images.shape[0], gan.batch_size)
-    real = input_pipeline.to_model_range(images[_local_slice(indices, axis_name)])
+    indices = input_pipeline.batch_from_orders(data.orders, state.step, gan.batch_size)
+    real = input_pipeline.to_model_range(data.images[_local_slice(indices, axis_name)])
+    # fold_in(key, step) makes step k's noise independent of how the run got to step k (fresh,
+    # resumed, or k steps in one call).
+    _, noise_key = split_train_key(state.key)
     d_key, g_key = jax.random.split(jax.random.fold_in(noise_key, state.step))
     state, d_metrics = d_step(state, real, d_key, gan=gan, axis_name=axis_name)
     state, g_metrics = g_step(state, real, g_key, gan=gan, axis_name=axis_name)
     return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
 
-def train_steps(state: TrainState, images: jax.Array, *, gan: GAN, num_steps: int, unroll: bool,
-                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+def train_steps(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN, num_steps: int,
+                unroll: bool, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """`num_steps` training steps in one call, to remove per-step dispatch overhead.
 
     Each step is `train_step`, so the result equals `num_steps` separate calls up to float rounding
     (XLA may fuse differently across step boundaries).
 
     Args:
-      state, images, gan, axis_name: as for `train_step`.
+      state, data, gan, axis_name: as for `train_step`; the call's steps span at most two epochs.
       num_steps: steps per call.
       unroll: unroll the loop into straight-line code instead of an XLA while loop. Both run at the
         same speed per step with the model's own convolutions, whose gradients are canonical
@@ -193,7 +207,7 @@ def train_steps(state: TrainState, images: jax.Array, *, gan: GAN, num_steps: in
       The new state and each metric stacked over the steps, shape (num_steps,).
     """
     def body(state, _):
-        return train_step(state, images, gan=gan, axis_name=axis_name)
+        return train_step(state, data, gan=gan, axis_name=axis_name)
     return jax.lax.scan(body, state, length=num_steps, unroll=num_steps if unroll else 1)
 
 

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import cli, input_pipeline, parallel, plots
+from gan_jax import cli, input_pipeline, parallel, plots, steps
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
 from gan_jax.logging_utils import MetricsWriter, Progress, logger
@@ -172,7 +172,10 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                 total_steps):
     step = int(host_state.step)
     state = data_parallel.put_state(host_state)
+    num_examples = len(images)
     images = data_parallel.put_data(images)  # the whole split, once; batches are gathered on device
+    train_key = jax.random.wrap_key_data(host_state.key)
+    data, data_epoch = None, None
     is_writer = jax.process_index() == 0
     generate = parallel.compile_generate(data_parallel.gan)
     fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
@@ -195,8 +198,13 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                 num_steps = config.steps_per_call
                 if step % num_steps or step + num_steps > total_steps:
                     num_steps = 1
+                if step // steps_per_epoch != data_epoch:
+                    # Each epoch's permutation is computed once, here, not in every step.
+                    data_epoch = step // steps_per_epoch
+                    orders = steps.data_orders(train_key, data_epoch, num_examples)
+                    data = input_pipeline.TrainData(images, data_parallel.put_data(orders))
                 call_start = time.perf_counter()
-                state, metrics = data_parallel.train_steps(num_steps)(state, images)
+                state, metrics = data_parallel.train_steps(num_steps)(state, data)
                 step += num_steps
                 window.append(metrics)
                 if num_steps not in compiled:

@@ -72,6 +72,10 @@ def test_inconsistent_values():
         config_lib.validate(config)
     with pytest.raises(ConfigError, match="larger than the 32 training images"):
         config_lib.steps_per_epoch(load_experiment("mnist"), 32)
+    config = load_experiment("mnist")
+    config.steps_per_call = 10
+    with pytest.raises(ConfigError, match="steps_per_call=10 is more than the 5 steps of an epoch"):
+        config_lib.steps_per_epoch(config, 320)
 
 
 def test_total_steps():

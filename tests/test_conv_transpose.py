@@ -188,9 +188,10 @@ def test_every_convolution_of_a_rolled_training_loop_is_canonical(idx_dir):
     from gan_jax.state import GAN, create_train_state
     gan = GAN.from_config(tiny_config(idx_dir))
     state = create_train_state(gan, seed=0)
-    images = jnp.zeros((32, 28, 28, 1), jnp.uint8)
+    from gan_jax.input_pipeline import TrainData
+    data = TrainData(jnp.zeros((32, 28, 28, 1), jnp.uint8), jnp.zeros((2, 32), jnp.int32))
     rolled = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=2, unroll=False))
-    hlo = rolled.lower(state, images).compile().as_text()
+    hlo = rolled.lower(state, data).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=(\S+?)[,\s]", hlo)
     assert len(labels) >= 10
     assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))

@@ -80,6 +80,18 @@ def test_batch_order_is_a_pure_function_of_key_and_epoch():
     assert not np.array_equal(order(0), other)
 
 
+def test_orders_give_the_same_batches_as_the_permutation_of_each_epoch():
+    """The loop's once-per-epoch orders (two epochs by parity) reproduce batch_indices exactly."""
+    key, n, batch = jax.random.key(3), 50, 8
+    per_epoch = n // batch
+    for first_epoch in (0, 1, 4):
+        orders = jnp.asarray(input_pipeline.epoch_orders(key, first_epoch, n))
+        for step in range(first_epoch * per_epoch, (first_epoch + 2) * per_epoch):
+            np.testing.assert_array_equal(
+                input_pipeline.batch_from_orders(orders, jnp.int32(step), batch),
+                input_pipeline.batch_indices(key, jnp.int32(step), n, batch))
+
+
 def test_model_range():
     pixels = jnp.array([0, 255, 128], jnp.uint8)
     np.testing.assert_allclose(input_pipeline.to_model_range(pixels), [-1.0, 1.0, 128 / 127.5 - 1],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config
-from gan_jax import input_pipeline, parallel, train
+from gan_jax import input_pipeline, parallel, steps, train
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import ConfigError
 from gan_jax.logging_utils import read_metrics
@@ -26,11 +26,12 @@ BATCH = 16
 def run_steps(config, images, num_steps):
     """(one host copy of the state, device state, metrics per step) after num_steps on config's devices."""
     data_parallel = parallel.DataParallel(config)
-    state = data_parallel.put_state(parallel.to_host(create_train_state(data_parallel.gan, config.seed)))
-    images = data_parallel.put_data(images)
+    state = create_train_state(data_parallel.gan, config.seed)
+    data = data_parallel.put_data(input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images))))
+    state = data_parallel.put_state(parallel.to_host(state))
     metrics = []
     for _ in range(num_steps):
-        state, step_metrics = data_parallel.train_step(state, images)
+        state, step_metrics = data_parallel.train_step(state, data)
         metrics.extend(data_parallel.get_metrics(step_metrics))
     return data_parallel.get_state(state), state, metrics
 

@@ -9,8 +9,13 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from gan_jax import steps
+from gan_jax import input_pipeline, steps
 from gan_jax.state import GAN, create_train_state
+
+
+def train_data(images, state):
+    """The TrainData a run starting at epoch 0 would pass to its steps."""
+    return input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
 
 
 def trees_equal(a, b) -> bool:
@@ -81,13 +86,14 @@ def test_cycle_term_adds_weighted_l1_to_the_generator_loss(setup, idx_dir):
 def test_train_step_advances_and_is_deterministic(setup):
     gan, state, _, _, _ = setup
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    data = train_data(images, state)
     step = jax.jit(functools.partial(steps.train_step, gan=gan))
-    a, ma = step(state, images)
-    b, mb = step(state, images)
+    a, ma = step(state, data)
+    b, mb = step(state, data)
     assert int(a.step) == 1 and trees_equal(a, b) and trees_equal(ma, mb)
     assert set(ma) == {"d_loss", "g_loss", "d_real", "d_fake"}
     # Step 1 draws other noise and another batch than step 0.
-    _, m1 = step(a, images)
+    _, m1 = step(a, data)
     assert float(m1["d_loss"]) != float(ma["d_loss"])
 
 
@@ -109,13 +115,14 @@ def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
     from gan_jax.parallel import to_host
     gan, state, _, _, _ = setup
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    data = train_data(images, state)  # 4 steps of batch 8 per epoch: the call crosses into epoch 1
     single = jax.jit(functools.partial(steps.train_step, gan=gan))
-    one_by_one, metrics = state, []
+    one_by_one, metrics = state.replace(step=jnp.int32(2)), []
     for _ in range(4):
-        one_by_one, step_metrics = single(one_by_one, images)
+        one_by_one, step_metrics = single(one_by_one, data)
         metrics.append(step_metrics)
     batched = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=4, unroll=unroll))
-    four, stacked = batched(state, images)
+    four, stacked = batched(state.replace(step=jnp.int32(2)), data)
     assert stacked["d_loss"].shape == (4,)
     assert_same_training(to_host(four), to_host(one_by_one), gauge_atol=2 * 2e-4 * 4)
     for name in stacked:
@@ -132,7 +139,7 @@ def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
         gan = GAN.from_config(tiny_config(idx_dir, **{"model.conv_transpose": impl}))
         state = create_train_state(gan, seed=0)
         step = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True))
-        results[impl] = step(state, images)
+        results[impl] = step(state, train_data(images, state))
     assert_same_training(to_host(results["fast"][0]), to_host(results["xla"][0]),
                          gauge_atol=2 * 2e-4 * 3)
     for name, values in results["fast"][1].items():
@@ -145,9 +152,10 @@ def test_bfloat16_compute_keeps_float32_state_and_finite_losses(idx_dir):
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     step = functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True)
     # The convolutions really run in bfloat16...
-    jaxpr = str(jax.make_jaxpr(step)(state, images))
+    data = train_data(images, state)
+    jaxpr = str(jax.make_jaxpr(step)(state, data))
     assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
-    new, metrics = jax.jit(step)(state, images)
+    new, metrics = jax.jit(step)(state, data)
     # ...while parameters, BatchNorm statistics and Adam states stay float32, and losses are finite.
     for leaf in jax.tree.leaves((new.generator, new.discriminator)):
         assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
