@@ -5,8 +5,9 @@
     python -m gan_jax.train --config experiments/mnist.py \
         --config.data.source=idx --config.data.dir=/path/to/mnist     # offline, from IDX files
 
-What to expect: after one epoch (937 steps) the 8x8 grid in samples/ shows clearly recognizable digits;
-D loss settles around 0.5-0.7 and G loss around 0.8-1.5 (the two networks keep each other in check).
+What to expect (measured, one epoch = 937 steps, about 80 s on a 2-core CPU): the 8x8 grid in samples/
+shows clearly recognizable digits; D loss around 0.2-0.3, G loss 1.3-1.9, mean D(x) about 0.75 and
+D(G(z)) 0.1-0.3 (D stays ahead, G keeps improving); FID about 160 with the shipped evaluator.
 """
 
 import ml_collections
