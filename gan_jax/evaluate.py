@@ -41,7 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gan_jax import cli
+from gan_jax import cli, files
 from gan_jax import config as config_lib
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import input_pipeline, metrics
@@ -221,15 +221,11 @@ def _read_reference(path: str, fingerprint: str) -> Reference | None:
 
 def _write_reference(path: str, fingerprint: str, reference: Reference) -> None:
     """Writes the cache through a per-process temporary file, so readers never see half of it."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, fingerprint=np.array(fingerprint), features=reference.features,
                      mu=reference.stats.mu, sigma=reference.stats.sigma)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write the reference cache {path}: {e.strerror or e}") from None
+    files.atomic_write(path, write)
 
 
 def reference_statistics(evaluator: evaluator_lib.Evaluator, real_images: np.ndarray,
@@ -378,17 +374,6 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
     return RestoredRun(workdir, config, gan, state, int(state.step))
 
 
-def _write_json(path: str, data: Any) -> None:
-    """Writes JSON through a temporary file, so a reader never sees half of it."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def eval_path(workdir: str, step: int) -> str:
@@ -427,7 +412,7 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
               discriminate(run.gan, run.state.discriminator, fakes))
     result = evaluate_samples(fakes, config.data.name, test_images, discriminator_logits=logits,
                               reference_cache=reference_cache_path(run.workdir, config.data.name))
-    _write_json(eval_path(run.workdir, run.step),
+    files.write_json(eval_path(run.workdir, run.step),
                 {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
     return run.step, result
 
@@ -525,7 +510,7 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
             record = {"num_samples": len(images), **result}
             written = []
         if json_path:
-            _write_json(json_path, record)
+            files.write_json(json_path, record)
             written.append(json_path)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

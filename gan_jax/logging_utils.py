@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any, Iterable
 
+from gan_jax.files import atomic_write
+
 logger = logging.getLogger("gan_jax")
 
 
@@ -42,10 +44,10 @@ class MetricsWriter:
         records = read_metrics(self.path)
         kept = [r for r in records if r["step"] <= step]
         if len(kept) < len(records):
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-            os.replace(tmp, self.path)
+            def write(tmp: str) -> None:
+                with open(tmp, "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in kept)
+            atomic_write(self.path, write)
 
     def write(self, step: int, record: dict[str, Any]) -> None:
         record = {"step": step, **record}

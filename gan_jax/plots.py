@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow ships with matplotlib)
 
+from gan_jax.files import atomic_write  # noqa: E402
 from gan_jax.logging_utils import read_metrics  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def image_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def save_grid(images: np.ndarray, path: str, rows: int = 8, cols: int = 8) -> None:
     """Saves images in [-1, 1] as a grayscale PNG grid, one pixel per pixel."""
     grid = image_grid(to_uint8(np.asarray(images)), rows, cols)
-    _atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0, vmax=255,
+    atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0, vmax=255,
                                                format="png"))
 
 
@@ -48,7 +49,7 @@ def save_loss_curves(metrics_path: str, path: str) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -57,12 +58,5 @@ def save_progress_gif(samples_dir: str, path: str, frame_ms: int = 200) -> None:
     frames = [Image.open(p).convert("L") for p in sorted(glob.glob(os.path.join(samples_dir, "step_*.png")))]
     if not frames:
         return
-    _atomic_write(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True,
+    atomic_write(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True,
                                                    append_images=frames[1:], duration=frame_ms, loop=0))
-
-
-def _atomic_write(path: str, write) -> None:
-    """Writes through a temporary file, so an interrupted run never leaves a truncated picture."""
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)

@@ -24,6 +24,7 @@ import numpy as np
 
 from gan_jax import cli, plots
 from gan_jax.errors import UserError
+from gan_jax.files import atomic_write
 from gan_jax.evaluate import RestoredRun, generate_images, latent_noise, load_run
 
 DEFAULT_NUM = 64
@@ -99,10 +100,10 @@ def save_images_png(images: np.ndarray, path: str, rows: int, cols: int) -> None
 
 def save_images_npy(images: np.ndarray, path: str) -> None:
     """Saves images in [-1, 1] as uint8 (N, 28, 28, 1) pixels, through a temporary file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
-        np.save(f, plots.to_uint8(images))
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
+            np.save(f, plots.to_uint8(images))
+    atomic_write(path, write)
 
 
 def _check_output(path: str) -> str:

@@ -7,19 +7,17 @@ workdir holds a checkpoint resumes from it; SIGTERM or Ctrl-C saves a checkpoint
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import cli, input_pipeline, parallel, plots, steps
+from gan_jax import cli, files, input_pipeline, parallel, plots, steps
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
 from gan_jax.logging_utils import MetricsWriter, Progress, logger
@@ -49,14 +47,6 @@ def prepare_workdir(workdir: str) -> str:
     except OSError as e:
         raise UserError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
     return workdir
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _first_non_finite(window: list[dict[str, np.ndarray]], first_step: int) -> tuple[int, str, float] | None:
@@ -132,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
             logger.info("resuming from the checkpoint at step %d", int(host_state.step))
         if jax.process_index() == 0:
             # Written only once the checkpoint is known to fit, so a refused resume changes nothing.
-            _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+            files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
         logger.info("training on %d %s device(s) (%s), global batch %d", data_parallel.num_devices,
                     jax.default_backend(), data_parallel.mode, config.batch_size)
         host_state = _train_loop(config, workdir, data_parallel, host_state, train_split.images,

@@ -2,12 +2,11 @@
 
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, trees_equal
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import CheckpointError
 from gan_jax.parallel import to_host
@@ -20,11 +19,6 @@ def host_state(gan, seed=0, step=0):
 
 def abstract(gan):
     return abstract_host_state(abstract_train_state(gan))
-
-
-def trees_equal(a, b) -> bool:
-    return jax.tree.structure(a) == jax.tree.structure(b) and all(
-        jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
 
 
 @pytest.fixture(scope="module")

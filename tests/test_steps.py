@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, trees_equal
 from gan_jax import input_pipeline, steps
 from gan_jax.state import GAN, create_train_state
 
@@ -16,10 +16,6 @@ from gan_jax.state import GAN, create_train_state
 def train_data(images, state):
     """The TrainData a run starting at epoch 0 would pass to its steps."""
     return input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
-
-
-def trees_equal(a, b) -> bool:
-    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,15 @@ import os
 import shutil
 import signal
 
-import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, trees_equal
 from gan_jax import cli, parallel, steps, train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.logging_utils import read_metrics
 
 NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
-
-
-def trees_equal(a, b) -> bool:
-    return jax.tree.structure(a) == jax.tree.structure(b) and all(
-        jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
 
 
 def numeric_metrics(workdir):
