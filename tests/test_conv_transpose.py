@@ -93,9 +93,10 @@ def test_fast_matches_xla_on_generator_layers(layer: str) -> None:
     ((4, 3), (4, 2), (2, 3), ((0, 3), (1, -1))),  # asymmetric, over-wide and negative padding
     ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, not "VALID"
 ])
+@pytest.mark.parametrize("out_features", [2, 8])  # the dilated form, and the phase form (>= 8)
 def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides: tuple,
-                                          padding) -> None:
-    x, kernel = random_inputs(3, (2, *x_hw, 3), (*kernel_hw, 3, 2))
+                                          padding, out_features: int) -> None:
+    x, kernel = random_inputs(3, (2, *x_hw, 3), (*kernel_hw, 3, out_features))
     assert_fast_matches_xla(x, kernel, strides, padding)
 
 
@@ -106,9 +107,10 @@ def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides
     ((3, 2), (3, 2), (3, 2), ((0, 3), (1, -1))),  # uneven strides, negative and over-wide padding
 ])
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("out_features", [2, 8])
 def test_matches_scatter_add_reference(impl: str, x_hw: tuple, kernel_hw: tuple, strides: tuple,
-                                       padding: tuple) -> None:
-    x, kernel = random_inputs(2, (2, *x_hw, 3), (*kernel_hw, 3, 2))
+                                       padding: tuple, out_features: int) -> None:
+    x, kernel = random_inputs(2, (2, *x_hw, 3), (*kernel_hw, 3, out_features))
     expected = scatter_add_reference(np.asarray(x), np.asarray(kernel), strides, padding)
     assert_close(conv_transpose(x, kernel, strides, padding, impl), expected)
 
@@ -158,7 +160,11 @@ def test_unknown_impl_or_padding_raises() -> None:
 
 @pytest.mark.parametrize("shape, kernel_shape", [((4, 28, 28, 1), (4, 4, 1, 8)),
                                                  ((4, 14, 14, 8), (4, 4, 8, 16)),
-                                                 ((3, 9, 9, 2), (3, 3, 2, 5))])
+                                                 ((3, 9, 9, 2), (3, 3, 2, 5)),
+                                                 # input gradients with >= 8 features take the
+                                                 # phase form; odd sizes and K not a multiple of s
+                                                 ((3, 9, 9, 8), (3, 3, 8, 5)),
+                                                 ((2, 11, 10, 8), (4, 3, 8, 4))])
 def test_conv_matches_lax_with_its_gradients(shape, kernel_shape):
     """D's `conv`: lax's strided conv, with gradients written as canonical convolutions."""
     from gan_jax.conv_transpose import conv
