@@ -141,6 +141,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         "steps_per_call": k,
         "loop": "single" if k == 1 else ("unrolled" if data_parallel.unroll else "rolled"),
         "conv_transpose": config.model.conv_transpose,
+        "xla_options": parallel.compiler_options(),
         "compute_dtype": config.model.compute_dtype,
         "compile_s": compile_s,
         "steps_per_s": steps_per_s,
@@ -168,6 +169,8 @@ def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_cal
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
           f"jax {jax.__version__}; one step = {per_image / 1e9:.4f} GFLOP per image (analytic); "
           f"float32 matmul {matmul:.0f} GFLOP/s measured")
+    options = parallel.compiler_options()
+    print("XLA options of the step: " + (" ".join(f"{k}={v}" for k, v in options.items()) or "defaults"))
     if jax.default_backend() == "cpu" and max(steps_per_call) > 1:
         print("steps_per_call > 1: a rolled loop unless model.conv_transpose=xla (XLA:CPU canonicalizes "
               "convolutions only outside loops; jax's own conv gradients would run as naive loops)")

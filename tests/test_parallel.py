@@ -4,7 +4,9 @@ Runs on fake CPU devices (conftest sets --xla_force_host_platform_device_count=4
 processes, on 127.0.0.1 with gloo collectives.
 """
 
+import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,6 +99,42 @@ def test_batch_must_divide_over_devices(idx_dir):
         parallel.DataParallel(tiny_config(idx_dir, batch_size=10, num_devices=4))
     with pytest.raises(ConfigError, match="only 4 cpu device"):
         parallel.DataParallel(tiny_config(idx_dir, num_devices=8))
+
+
+def _convolutions_in_ynnpack_fusions(hlo: str) -> int:
+    """How many convolutions of compiled HLO text XLA:CPU handed to YNNPACK."""
+    called = re.findall(r"calls=(%[\w.\-]+),[^\n]*\"__ynn_fusion\"", hlo)
+    bodies = [re.search(re.escape(name) + r" [^\n]*\{\n(.*?)\n\}", hlo, re.S).group(1)
+              for name in called]
+    return sum(body.count(" convolution(") for body in bodies)
+
+
+def test_cpu_train_step_keeps_its_convolutions_out_of_ynnpack(idx_dir, images):
+    """On CPU the step compiles with parallel.compiler_options(): convolutions on XLA's Eigen path,
+    measured faster for this model than YNNPACK, which XLA picks by default."""
+    # YNNPACK takes only convolutions with more than 16 features on one side.
+    config = tiny_config(idx_dir, **{"model.g_width": 16, "model.d_width": 16})
+    data_parallel = parallel.DataParallel(config)
+    state = create_train_state(data_parallel.gan, seed=0)
+    data = input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
+    lowered = data_parallel.train_step.lower(state, data)
+    ours = lowered.compile().as_text()
+    assert ours.count(" convolution(") >= 10
+    assert _convolutions_in_ynnpack_fusions(ours) == 0
+    # Without the options XLA does hand them to YNNPACK, so the check above can fail.
+    defaults = jax.jit(functools.partial(steps.train_step, gan=data_parallel.gan))
+    assert _convolutions_in_ynnpack_fusions(defaults.lower(state, data).compile().as_text()) > 0
+
+
+def test_compiler_options_fall_back_to_defaults_where_xla_lacks_them(monkeypatch):
+    known = parallel.compiler_options()
+    assert known and known == parallel._CPU_COMPILER_OPTIONS  # this XLA knows them
+    monkeypatch.setattr(parallel, "_CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    parallel.compiler_options.cache_clear()
+    try:
+        assert parallel.compiler_options() == {}
+    finally:
+        parallel.compiler_options.cache_clear()
 
 
 def test_save_on_4_devices_resume_on_2(idx_dir, tmp_path):
