@@ -142,6 +142,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         "loop": "single" if k == 1 else ("unrolled" if data_parallel.unroll else "rolled"),
         "conv_transpose": config.model.conv_transpose,
         "xla_options": parallel.compiler_options(),
+        "cpu_async_dispatch": bool(jax.config.read("jax_cpu_enable_async_dispatch")),
         "compute_dtype": config.model.compute_dtype,
         "compile_s": compile_s,
         "steps_per_s": steps_per_s,
@@ -243,6 +244,7 @@ if __name__ == "__main__":
     from absl import app
 
     from gan_jax import cli
+    cli.tune_cpu_runtime()
     _FLAGS = _define_flags()
     cli.setup_logging()
     app.run(main, flags_parser=cli.parse_flags)

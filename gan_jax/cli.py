@@ -1,4 +1,5 @@
-"""What every command-line entry point shares: flag parsing, one-line errors, quiet logs, determinism.
+"""What every command-line entry point shares: flag parsing, one-line errors, quiet logs, determinism,
+and the CPU runtime's tuning.
 
 Bad input ends a command with one `error: ...` line: exit 2 for a bad command line (flags, config
 file, config override), exit 1 for bad data, workdirs or checkpoints (`UserError`).
@@ -7,6 +8,7 @@ file, config override), exit 1 for bad data, workdirs or checkpoints (`UserError
 from __future__ import annotations
 
 import ast
+import ctypes
 import logging
 import os
 import sys
@@ -25,6 +27,40 @@ def request_deterministic_xla(enabled: bool = True) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if enabled and DETERMINISTIC_XLA_FLAG not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_cpu_runtime() -> dict[str, bool]:
+    """Lets XLA:CPU reuse each call's temporary memory instead of faulting it in afresh every call.
+
+    XLA:CPU allocates a call's temporaries as one block (about 125 MB for a train step at batch 256).
+    glibc serves blocks that large with a fresh mmap and unmaps them on free, so every call faulted
+    all those pages in again: ~31,000 page faults and ~25 ms per step at batch 256 on a 2-core EPYC
+    (202 -> 162 ms per step with this; batch 64: 44 -> 36 ms). Two settings, both needed:
+      - synchronous CPU dispatch, so that the call's memory is allocated on the calling thread, from
+        glibc's main heap rather than a worker thread's arena (which cannot grow past 64 MiB and
+        falls back to mmap);
+      - glibc without mmap for large blocks and with a 1 GiB trim threshold, so a freed block stays
+        in the heap for the next call.
+    Async dispatch buys nothing here: the host does next to no work between steps.
+
+    Both change the whole process, so only the command-line entry points call this, before JAX
+    starts its backend. The allocator part is skipped where libc is not glibc.
+
+    Returns:
+      {"sync_dispatch": ..., "malloc_keeps_freed": ...}: what was applied.
+    """
+    import jax
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        kept = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    except (OSError, AttributeError):
+        kept = False
+    return {"sync_dispatch": True, "malloc_keeps_freed": kept}
 
 
 def one_line(error: BaseException) -> str:

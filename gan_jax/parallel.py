@@ -36,7 +36,9 @@ HostState = TrainState  # with numpy leaves and `key` as uint32 key data
 # XLA:CPU hands convolutions to YNNPACK by default. For this model's convolutions (and their
 # gradients) XLA's Eigen path is faster: the train step runs about 15% faster at batch 64 and 256 on
 # a 2-core AMD EPYC (see README, Speed). Dots and reductions stay with YNNPACK. Per executable, not
-# process-wide (XLA_FLAGS), so nothing else in the process changes.
+# process-wide (XLA_FLAGS), so nothing else in the process changes. Only the one-device step gets
+# them: pmap takes no compiler options, and shard_map keeps XLA's defaults so that the two
+# multi-device modes stay bit-identical (several CPU devices in one process are for testing).
 _CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type":
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
@@ -147,7 +149,7 @@ class DataParallel:
             return jax.jit(functools.partial(step, gan=self.gan), donate_argnums=0,
                            compiler_options=compiler_options())
         per_device = functools.partial(step, gan=self.gan, axis_name=AXIS)
-        if self.mode == "pmap":  # jax.pmap takes no compiler options: XLA's defaults
+        if self.mode == "pmap":
             devices = None if len(self.local_devices) == jax.local_device_count() else self.devices
             return jax.pmap(per_device, axis_name=AXIS, devices=devices, donate_argnums=0)
         # shard_map: state, data and metrics replicated; the pmeans inside make them agree. check_vma
@@ -156,7 +158,7 @@ class DataParallel:
         # gradients would then be N times too large).
         mapped = jax.shard_map(per_device, mesh=self._mesh, in_specs=(P(), P()), out_specs=(P(), P()),
                                check_vma=False)
-        return jax.jit(mapped, donate_argnums=0, compiler_options=compiler_options())
+        return jax.jit(mapped, donate_argnums=0)
 
     def train_steps(self, num_steps: int) -> Callable:
         """The compiled call running `num_steps` steps (compiled once per count, on first use)."""

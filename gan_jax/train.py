@@ -314,5 +314,6 @@ def _define_flags():
 
 if __name__ == "__main__":
     from absl import app
+    cli.tune_cpu_runtime()
     _FLAGS = _define_flags()
     app.run(main, flags_parser=cli.parse_flags)

@@ -65,6 +65,7 @@ def test_cli_writes_json_lines(tmp_path, python_env):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["batch_size"] for r in rows] == [8, 16]
     assert all(JSON_KEYS <= set(r) for r in rows)
+    assert not any(r["cpu_async_dispatch"] for r in rows)  # the CLI tuned the CPU runtime
     assert "GFLOP per image" in result.stdout and "steps/s" in result.stdout
 
 

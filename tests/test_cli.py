@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import time
@@ -132,3 +133,43 @@ def test_real_mnist_trains(tmp_path, python_env):
     (record,) = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert record["d_real"] > record["d_fake"]
     assert 0 < record["d_loss"] < 1.0
+
+
+FREED_MEMORY_PROBE = """
+import ctypes, resource, sys
+from gan_jax import cli
+applied = cli.tune_cpu_runtime() if sys.argv[1] == "tuned" else None
+import jax
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 200 << 20  # larger than any block glibc would keep by default
+def cycle():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)  # touch every page
+    libc.free(block)
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cycle()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(faults, jax.config.read("jax_cpu_enable_async_dispatch"), applied)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's")
+def test_tuned_cpu_runtime_reuses_freed_memory(python_env):
+    """cli.tune_cpu_runtime: a freed large block is reused without page faults, dispatch is
+    synchronous; without it the same cycle faults every page in again."""
+    def probe(mode):
+        result = subprocess.run([PYTHON, "-c", FREED_MEMORY_PROBE, mode], env=python_env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        faults, async_dispatch, applied = result.stdout.split(maxsplit=2)
+        return int(faults), async_dispatch, applied.strip()
+
+    pages = (200 << 20) // 4096
+    tuned_faults, tuned_async, applied = probe("tuned")
+    assert applied == "{'sync_dispatch': True, 'malloc_keeps_freed': True}"
+    assert tuned_async == "False" and tuned_faults < pages // 50
+    default_faults, default_async, _ = probe("default")
+    assert default_async == "True" and default_faults > pages // 2
