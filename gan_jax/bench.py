@@ -9,6 +9,8 @@ on-device batch gather, donation, devices), on a dataset of the real shape (60,0
 then times `--repeats` runs of `--steps` steps, each ending in `block_until_ready`, and reports the
 median and the spread. Achieved GFLOP/s is measured against the analytic FLOP count of one step, and
 against the float32 matmul rate measured on the same device, so the distance to the floor is visible.
+Like `gan_jax.train`, the command first tunes the CPU runtime (`cli.tune_cpu_runtime`), so it times
+what training runs; `--notune_cpu_runtime` times JAX's defaults instead.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gan_jax import cli, input_pipeline, parallel, steps
 from gan_jax import config as config_lib
-from gan_jax import input_pipeline, parallel, steps
 from gan_jax.errors import UserError
 from gan_jax.state import create_train_state
 
@@ -214,6 +216,8 @@ def _int_list(text: str) -> list[int]:
 def main(argv):
     del argv
     flags = _FLAGS
+    if flags.tune_cpu_runtime:  # before the first computation starts JAX's backend
+        cli.tune_cpu_runtime()
     try:
         run(flags.config, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call), flags.steps,
             flags.repeats, flags.loop, flags.real_data, flags.json)
@@ -236,6 +240,9 @@ def _define_flags():
                       "How K > 1 steps run: auto (the trainer's choice) or forced, to compare.")
     flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
+    flags.DEFINE_bool("tune_cpu_runtime", True,
+                      "Tune the CPU runtime as gan_jax.train does (synchronous dispatch, glibc "
+                      "keeping freed memory); --notune_cpu_runtime for JAX's defaults.")
     flags.mark_flags_as_required(["config"])
     return flags.FLAGS
 
@@ -243,8 +250,6 @@ def _define_flags():
 if __name__ == "__main__":
     from absl import app
 
-    from gan_jax import cli
-    cli.tune_cpu_runtime()
     _FLAGS = _define_flags()
     cli.setup_logging()
     app.run(main, flags_parser=cli.parse_flags)

@@ -38,8 +38,9 @@ def tune_cpu_runtime() -> dict[str, bool]:
 
     XLA:CPU allocates a call's temporaries as one block (about 125 MB for a train step at batch 256).
     glibc serves blocks that large with a fresh mmap and unmaps them on free, so every call faulted
-    all those pages in again: ~31,000 page faults and ~25 ms per step at batch 256 on a 2-core EPYC
-    (202 -> 162 ms per step with this; batch 64: 44 -> 36 ms). Two settings, both needed:
+    all those pages in again: ~31,000 page faults per call at batch 256 on a 2-core EPYC, where a
+    step took 181 ms, and 162 ms with this (batch 64: 43 -> 36 ms). Two settings, both needed (each
+    alone measured no faster):
       - synchronous CPU dispatch, so that the call's memory is allocated on the calling thread, from
         glibc's main heap rather than a worker thread's arena (which cannot grow past 64 MiB and
         falls back to mmap);
