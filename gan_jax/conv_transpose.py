@@ -160,6 +160,19 @@ def _upsample(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
                     (-start_w, start_w + out_w - blocks_w * sw, 0), (0, 0, 0)])
 
 
+def _weight_gradient(x: jax.Array, g: jax.Array, pads: Padding, strides: tuple[int, int]) -> jax.Array:
+    """Kernel gradient of a strided conv of `x` whose output cotangent is `g`: (kh, kw, in, out).
+
+    One canonical convolution contracting over the batch: x with batch and channels swapped, g as
+    the window (batch as its input feature, dilated by the stride), `pads` the forward conv's
+    padding extended to cover the window. The same as jax's ("CHWN", "IHWO", "HWCN") dimension
+    numbers, with explicit transposes so that the convolution stays canonical inside loops too.
+    """
+    return lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads,
+                                    rhs_dilation=strides,
+                                    dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 0, 3)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _strided(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Padding) -> jax.Array:
     """`_forward` with gradients in forms that XLA's CPU backend runs fast (see `_strided_bwd`)."""
@@ -193,12 +206,8 @@ def _strided_bwd(strides: tuple[int, int], pads: Padding, residuals: tuple[jax.A
     # while body (lax.scan) becomes a naive elemental loop, ~100x slower.
     dx = lax.conv_general_dilated(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, adjoint_pads,
                                   dimension_numbers=_DIMENSION_NUMBERS)
-    # Batch is the contracted "feature" dim of both operands; g's channels play the batch dim and come
-    # out last, x's channels are the output features: the result is already (kh, kw, in, out).
-    # The same as ("CHWN", "IHWO", "HWCN") dimension numbers, with explicit transposes: canonical.
-    dkernel = lax.conv_general_dilated(g.transpose(3, 1, 2, 0), x.transpose(1, 2, 0, 3), (1, 1),
-                                       adjoint_pads, rhs_dilation=strides,
-                                       dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 3, 0)
+    # The roles of x and g swapped: g is the strided conv's input, x its (flipped) output.
+    dkernel = _weight_gradient(g, x, adjoint_pads, strides).transpose(0, 1, 3, 2)
     return dx, dkernel[::-1, ::-1]
 
 
@@ -231,12 +240,7 @@ def _conv_bwd(strides, padding, residuals, g):
         dk_pads.append((lo, (s * (o - 1) + 1 - n) + (k - 1 - lo)))
     # dx: the adjoint, a transposed conv of g with the kernel flipped and in/out swapped.
     dx = _upsample(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, tuple(dx_pads))
-    # dkernel: x with batch and channels swapped, convolved with g (batch as the input feature,
-    # window dilated by the stride): (in, kh, kw, out) -> (kh, kw, in, out).
-    dkernel = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
-                                       dk_pads, rhs_dilation=strides,
-                                       dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 0, 3)
-    return dx, dkernel
+    return dx, _weight_gradient(x, g, tuple(dk_pads), strides)
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)

@@ -43,11 +43,6 @@ def images(idx_dir):
     return input_pipeline.load_idx_split(idx_dir, "train").images
 
 
-@pytest.fixture(scope="module")
-def one_device(idx_dir, images):
-    return run_steps(tiny_config(idx_dir, batch_size=BATCH), images, NUM_STEPS)
-
-
 def _lr_bound(config, num_steps):
     # Adam moves a parameter by at most about lr per step (more only while nu is tiny); 2x margin.
     return 2 * max(config.g_lr, config.d_lr) * num_steps
@@ -106,7 +101,7 @@ def test_pmap_and_shard_map_agree_bitwise(idx_dir, images):
         np.testing.assert_array_equal(a, b)
 
 
-def test_n_devices_compute_the_same_generator_function(one_device, idx_dir, images):
+def test_n_devices_compute_the_same_generator_function(one_device_trajectory, idx_dir, images):
     """The gauge leaves differ, the function G trains with does not: its batch outputs agree closely.
 
     (In inference mode the running means lag the drifting biases by a few steps, which shows as a
@@ -118,7 +113,8 @@ def test_n_devices_compute_the_same_generator_function(one_device, idx_dir, imag
     noise = jax.random.normal(jax.random.key(0), (BATCH, config.latent_dim))
     apply = jax.jit(lambda g: gan.generator.apply(g.variables(), noise, train=True,
                                                   mutable=["batch_stats"])[0])
-    np.testing.assert_allclose(apply(host.generator), apply(one_device[0].generator), atol=TOLERANCE)
+    one_device = one_device_trajectory[0][-1]
+    np.testing.assert_allclose(apply(host.generator), apply(one_device.generator), atol=TOLERANCE)
 
 
 def test_batch_must_divide_over_devices(idx_dir):
