@@ -99,8 +99,9 @@ def test_malformed_data_file(tmp_path, python_env):
 
 def test_sigterm_saves_exits_zero_and_resume_finishes(cli_data, tmp_path, python_env):
     workdir = tmp_path / "run"
+    # No periodic checkpoint: the only one is what SIGTERM saves, whichever step the signal meets.
     args = [*TINY, *idx_args(cli_data), "--config.num_steps=100000", "--config.log_every=1",
-            f"--workdir={workdir}"]
+            "--config.checkpoint_every=100000", f"--workdir={workdir}"]
     process = subprocess.Popen([PYTHON, "-m", "gan_jax.train", *args], env=python_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                stdin=subprocess.DEVNULL)
@@ -114,7 +115,7 @@ def test_sigterm_saves_exits_zero_and_resume_finishes(cli_data, tmp_path, python
     assert process.returncode == 0, stderr
     assert "Resume with: python -m gan_jax.train" in stderr
     steps = [int(name) for name in os.listdir(workdir / "checkpoints")]
-    assert len(steps) == 1 and steps[0] >= 3
+    assert len(steps) == 1 and steps[0] >= 3 and f"interrupted at step {steps[0]};" in stderr
     # Resuming continues from the saved step.
     result = run_cli([*args, f"--config.num_steps={steps[0] + 2}"], python_env)
     assert result.returncode == 0, result.stderr

@@ -92,6 +92,8 @@ def test_fast_matches_xla_on_generator_layers(layer: str) -> None:
     ((5, 4), (3, 4), (2, 3), "VALID"),
     ((4, 3), (4, 2), (2, 3), ((0, 3), (1, -1))),  # asymmetric, over-wide and negative padding
     ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, not "VALID"
+    ((3, 2), (2, 1), (3, 3), ((1, 2), (0, 0))),  # kernel smaller than the stride: phases no tap reaches
+    ((3, 4), (2, 2), (2, 2), ((-5, 6), (1, 1))),  # padding cropping past the input: all-zero rows
 ])
 @pytest.mark.parametrize("out_features", [2, 8])  # the dilated form, and the phase form (>= 8)
 def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides: tuple,
@@ -105,6 +107,9 @@ def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides
     ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, crop on one side, pad on the other
     ((3, 3), (4, 4), (2, 2), ((2, 2), (2, 2))),  # PyTorch ConvTranspose2d(k=4, s=2, p=1)
     ((3, 2), (3, 2), (3, 2), ((0, 3), (1, -1))),  # uneven strides, negative and over-wide padding
+    ((3, 2), (2, 1), (3, 3), ((1, 2), (0, 0))),  # kernel smaller than the stride: phases no tap reaches
+    ((3, 4), (2, 2), (2, 2), ((-5, 6), (1, 1))),  # padding cropping past the input: all-zero rows
+    ((4, 5), (5, 5), (3, 3), ((0, 3), (0, 3))),  # K not a multiple of s, no low padding: phases start past x[0]
 ])
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("out_features", [2, 8])
