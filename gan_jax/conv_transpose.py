@@ -23,6 +23,8 @@ PyTorch's `padding=1`).
     CPU than the equivalent below.
 It supports every stride, kernel size, "SAME"/"VALID" and explicit (even negative) padding that "xla"
 does, but only reverse-mode differentiation (grad/vjp): `jax.jvp`/`jacfwd` raise on its custom_vjp.
+With padding beyond K - 1 or below 0 its gradients stay right where XLA:CPU gets jax's own wrong
+(see `_convolve`).
 """
 
 from __future__ import annotations
@@ -120,6 +122,23 @@ def _forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pa
                                     dimension_numbers=_DIMENSION_NUMBERS)
 
 
+def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Padding,
+              rhs_dilation: tuple[int, int] = (1, 1)) -> jax.Array:
+    """`lax.conv_general_dilated` (NHWC, HWIO) whose padding may be negative, i.e. a crop.
+
+    XLA:CPU (jax 0.10.2) returns garbage from some convolutions padded negatively on one side and
+    positively on the other (in a probe: 37 of 236 random shapes for lax's strided conv and its
+    gradients, and 38 of 339 for jax's own gradients of `lax.conv_transpose` with padding beyond K - 1
+    or below 0). Negative padding is applied as a separate `lax.pad` here, so the convolution itself
+    never crops; the model's convolutions pad by non-negative amounts and take the plain path.
+    """
+    if min(min(pair) for pair in pads) < 0:
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+        pads = ((0, 0), (0, 0))
+    return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=rhs_dilation,
+                                    dimension_numbers=_DIMENSION_NUMBERS)
+
+
 def _upsample(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Padding) -> jax.Array:
     """`_forward` (y[s*i + lo - k] += x[i] @ kernel[k]) as a stride-1 conv and a depth-to-space.
 
@@ -147,8 +166,7 @@ def _upsample(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
     kernel = jnp.pad(kernel, ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0), (0, 0)))
     kernel = kernel.reshape(ah, sh, aw, sw, in_features, out_features)[:, ::-1, :, ::-1]
     kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, in_features, sh * sw * out_features)
-    phases = lax.conv_general_dilated(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)),
-                                      dimension_numbers=_DIMENSION_NUMBERS)
+    phases = _convolve(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
     blocks_h, blocks_w = phases.shape[1:3]
     y = phases.reshape(batch, blocks_h, blocks_w, sh, sw, out_features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(batch, blocks_h * sh, blocks_w * sw, out_features)
@@ -168,9 +186,8 @@ def _weight_gradient(x: jax.Array, g: jax.Array, pads: Padding, strides: tuple[i
     padding extended to cover the window. The same as jax's ("CHWN", "IHWO", "HWCN") dimension
     numbers, with explicit transposes so that the convolution stays canonical inside loops too.
     """
-    return lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads,
-                                    rhs_dilation=strides,
-                                    dimension_numbers=_DIMENSION_NUMBERS).transpose(1, 2, 0, 3)
+    return _convolve(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads,
+                     rhs_dilation=strides).transpose(1, 2, 0, 3)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -204,8 +221,7 @@ def _strided_bwd(strides: tuple[int, int], pads: Padding, residuals: tuple[jax.A
     # The kernel's in/out swap is an explicit transpose so that the conv is canonical (NHWC, HWIO,
     # NHWC): XLA:CPU only canonicalizes convs of the entry computation, and a non-canonical conv in a
     # while body (lax.scan) becomes a naive elemental loop, ~100x slower.
-    dx = lax.conv_general_dilated(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, adjoint_pads,
-                                  dimension_numbers=_DIMENSION_NUMBERS)
+    dx = _convolve(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, adjoint_pads)
     # The roles of x and g swapped: g is the strided conv's input, x its (flipped) output.
     dkernel = _weight_gradient(g, x, adjoint_pads, strides).transpose(0, 1, 3, 2)
     return dx, dkernel[::-1, ::-1]
@@ -224,7 +240,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pad
     (lax.scan, fori_loop) they stay as they are and run as a naive elemental loop, ~100x slower.
     Here the transposes are explicit, so every convolution is canonical wherever it is.
     """
-    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS)
+    return _convolve(x, kernel, strides, padding)
 
 
 def _conv_fwd(x, kernel, strides, padding):

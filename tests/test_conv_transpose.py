@@ -65,6 +65,21 @@ def scatter_add_reference(x: np.ndarray, kernel: np.ndarray, strides: tuple[int,
     return full[:, a:b, c:d, :]
 
 
+def reference_vjp(reference, x: np.ndarray, kernel: np.ndarray,
+                  cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of sum(cotangent * reference(x, kernel)) for a `reference` linear in each argument,
+    in float64: each gradient entry is the reference applied to one basis element (fine at test sizes)."""
+    def gradient(arg: np.ndarray, apply) -> np.ndarray:
+        grad = np.zeros(arg.shape)
+        for index in np.ndindex(arg.shape):
+            basis = np.zeros(arg.shape)
+            basis[index] = 1.0
+            grad[index] = np.sum(cotangent * apply(basis))
+        return grad
+    x, kernel = x.astype(np.float64), kernel.astype(np.float64)
+    return (gradient(x, lambda e: reference(e, kernel)), gradient(kernel, lambda e: reference(x, e)))
+
+
 def value_and_grads(impl: str, x: jax.Array, kernel: jax.Array, strides: tuple, padding,
                     seed: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Output and the (x, kernel) gradients for a random cotangent (the same one for every impl)."""
@@ -118,6 +133,26 @@ def test_matches_scatter_add_reference(impl: str, x_hw: tuple, kernel_hw: tuple,
     x, kernel = random_inputs(2, (2, *x_hw, 3), (*kernel_hw, 3, out_features))
     expected = scatter_add_reference(np.asarray(x), np.asarray(kernel), strides, padding)
     assert_close(conv_transpose(x, kernel, strides, padding, impl), expected)
+
+
+@pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
+    ((5, 3), (4, 2), (3, 1), ((5, 1), (1, 1))),  # low padding beyond K - 1
+    ((3, 2), (2, 1), (2, 1), ((5, -2), (0, 0))),  # beyond K - 1 on one side, negative on the other
+    ((4, 2), (1, 1), (1, 1), ((-4, 3), (0, 0))),  # cropping more than the kernel covers
+])
+def test_gradients_match_the_reference_with_unusual_padding(x_hw: tuple, kernel_hw: tuple,
+                                                            strides: tuple, padding: tuple) -> None:
+    """Their gradients involve convolutions padded negatively on one side and positively on the other,
+    which XLA:CPU gets wrong (garbage values) unless the crop is a separate op; jax's own gradient of
+    lax.conv_transpose ("xla") is wrong on these, so the reference is the float64 scatter-add."""
+    x, kernel = random_inputs(8, (2, *x_hw, 3), (*kernel_hw, 3, 8))
+    reference = lambda x, k: scatter_add_reference(x, k, strides, padding)  # noqa: E731
+    cotangent = np.asarray(jax.random.normal(jax.random.key(9), reference(np.asarray(x),
+                                                                          np.asarray(kernel)).shape))
+    _, pullback = jax.vjp(lambda x, k: conv_transpose(x, k, strides, padding, "fast"), x, kernel)
+    got = pullback(jnp.asarray(cotangent, jnp.float32))
+    for grad, want in zip(got, reference_vjp(reference, np.asarray(x), np.asarray(kernel), cotangent)):
+        assert_close(grad, want)
 
 
 def test_vmap_of_grad_matches_xla() -> None:
@@ -185,6 +220,39 @@ def test_conv_matches_lax_with_its_gradients(shape, kernel_shape):
     grads = [jax.vjp(f, x, kernel)[1](cotangent) for f in (ours, reference)]
     for got, want in zip(*grads):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def correlation_reference(x: np.ndarray, kernel: np.ndarray, strides: tuple[int, int],
+                          padding: tuple) -> np.ndarray:
+    """Strided NHWC x HWIO correlation in float64; negative padding crops the input."""
+    for axis, (lo, hi) in zip((1, 2), padding):
+        x = np.pad(x, [(max(lo, 0), max(hi, 0)) if a == axis else (0, 0) for a in range(4)])
+        x = np.take(x, range(max(-lo, 0), x.shape[axis] - max(-hi, 0)), axis=axis)
+    (kh, kw), (sh, sw) = kernel.shape[:2], strides
+    rows, cols = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    return np.stack([np.stack([np.einsum("bhwc,hwco->bo", x[:, sh * i:sh * i + kh, sw * j:sw * j + kw],
+                                         kernel.astype(np.float64)) for j in range(cols)], axis=1)
+                     for i in range(rows)], axis=1)
+
+
+@pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
+    ((6, 4), (3, 2), (1, 1), ((-4, 3), (0, 0))),
+    ((8, 1), (4, 1), (3, 1), ((-4, 3), (0, 0))),
+    ((4, 1), (3, 1), (1, 1), ((5, 1), (0, 0))),  # its input gradient crops on one side
+])
+def test_conv_with_negative_padding_matches_the_reference(x_hw, kernel_hw, strides, padding):
+    """D's `conv` with crops and over-wide padding, forward and gradients, against float64; lax's own
+    convolution returns garbage on such padding on XLA:CPU (see conv_transpose._convolve)."""
+    from gan_jax.conv_transpose import conv
+    x, kernel = random_inputs(10, (2, *x_hw, 8), (*kernel_hw, 8, 9))
+    reference = lambda x, k: correlation_reference(x, k, strides, padding)  # noqa: E731
+    expected = reference(np.asarray(x), np.asarray(kernel))
+    cotangent = np.asarray(jax.random.normal(jax.random.key(11), expected.shape))
+    y, pullback = jax.vjp(lambda x, k: conv(x, k, strides, padding), x, kernel)
+    assert_close(y, expected)
+    got = pullback(jnp.asarray(cotangent, jnp.float32))
+    for grad, want in zip(got, reference_vjp(reference, np.asarray(x), np.asarray(kernel), cotangent)):
+        assert_close(grad, want)
 
 
 def test_every_convolution_of_a_rolled_training_loop_is_canonical(idx_dir):
