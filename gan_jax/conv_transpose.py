@@ -142,10 +142,10 @@ def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
 def _upsample(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Padding) -> jax.Array:
     """`_forward` (y[s*i + lo - k] += x[i] @ kernel[k]) as a stride-1 conv and a depth-to-space.
 
-    XLA:CPU runs a conv of the stride-dilated input (`lhs_dilation`) poorly, and worse as the batch
-    grows (YNNPACK does not take it, and the fallback slows down once it leaves the cache): 3 ms at
-    batch 64 but 38 ms at 256 for the generator's 7x7x128 -> 14x14x64 layer, where this form takes
-    2.6 and 12 ms. Per dimension, write the kernel tap k = s*a + r (the kernel zero-padded to A*s
+    XLA:CPU runs a conv of the stride-dilated input (`lhs_dilation`) slowly (YNNPACK does not take
+    it): 3.3-3.5 ms at batch 64 and 13.5 ms at 256 for the generator's 7x7x128 -> 14x14x64 layer,
+    where this form takes 2.5-2.8 and 10.5-11.5 ms (2-core EPYC, with the step's XLA options and
+    CPU runtime tuning). Per dimension, write the kernel tap k = s*a + r (the kernel zero-padded to A*s
     taps) and the output o = s*q + t - (s-1) + lo. Then y's phase t at block q is
         Y[q, t] = sum_a x[q + a] @ kernel[s*a + s-1-t],   q in [-(A-1), L-1],
     an ordinary correlation of x (padded by A-1 on both sides) with an A x A kernel whose output
