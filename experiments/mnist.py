@@ -33,6 +33,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.conv_transpose = "fast"
     # What layers compute in: "float32", or "bfloat16" (parameters and Adam states stay float32).
     config.model.compute_dtype = "float32"
+    # How D is normalized: "batch" (the tutorial's BatchNorm), "spectral" (spectral normalization of
+    # every layer) or "none". The gradient penalties (wgan_gp, r1_gamma) need "spectral" or "none".
+    config.model.d_norm = "batch"
     config.latent_dim = 100
 
     # Optimization: Adam for each network. The tutorial used Adam's default beta1 = 0.9; DCGAN practice
@@ -45,6 +48,19 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.b1 = 0.5
     config.b2 = 0.999
     config.cycle_weight = 0.0  # the tutorial's L1(real, fake) "cycle" term, applied to G's loss
+
+    # The objective (gan_jax/losses.py): "ns" (the tutorial's non-saturating cross-entropy), "hinge",
+    # "ls" (least squares) or "wgan_gp" (Wasserstein critic with a gradient penalty of gp_weight).
+    config.loss = "ns"
+    config.gp_weight = 10.0
+    config.r1_gamma = 0.0  # R1 penalty on D's gradient at real images, (gamma / 2) E||grad D(x)||^2
+    # D updates per G update, each on its own batch and noise. A step is one G update, and an epoch
+    # (a pass over the data) has 60000 // (batch_size * d_steps) steps.
+    config.d_steps = 1
+    # Exponential moving average of G's weights, used for samples and evaluation (0: off; e.g. 0.999).
+    # Until step ema_start the average copies G's weights.
+    config.ema_decay = 0.0
+    config.ema_start = 0
 
     # Training steps per compiled call (K > 1 removes per-step dispatch overhead on accelerators);
     # the cadences below must be multiples of it.

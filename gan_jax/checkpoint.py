@@ -7,10 +7,15 @@ several processes every process takes part in a save, as orbax requires, and the
 Orbax writes each step into a temporary folder and renames it only once complete, so a run killed
 mid-save leaves nothing that a later run would restore half-written; `latest_step` sees finished
 checkpoints only.
+
+On disk the state is a dict of its fields without the optional ones that are None (`generator_ema`
+of a run without EMA), so a checkpoint of such a run is exactly what versions before the field wrote,
+and each version reads the other's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -36,6 +41,12 @@ def path_name(path) -> str:
                 parts.append(str(getattr(entry, attr)))
                 break
     return "/".join(parts)
+
+
+def _on_disk(state: TrainState) -> dict[str, Any]:
+    """The state as saved: its fields by name, leaving out those that are None."""
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -74,7 +85,7 @@ class Checkpointer:
         if step is None:
             return None
         saved = _shapes(self._manager.item_metadata(step).tree)
-        wanted = _shapes(abstract_state)
+        wanted = _shapes(_on_disk(abstract_state))
         if saved != wanted:
             differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             first = differing[0]
@@ -83,15 +94,27 @@ class Checkpointer:
                 f"({len(differing)} arrays differ, e.g. {first}: saved {saved.get(first, 'absent')}, "
                 f"config gives {wanted.get(first, 'absent')}); use another --workdir")
         # numpy targets restore as numpy, on every process, with the optax state types of the target.
-        target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
-        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _on_disk(abstract_state))
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        return abstract_state.replace(**restored)
 
-    def save(self, host_state: TrainState) -> None:
-        """Starts an asynchronous save of the host state at its step (no-op if already saved)."""
+    def save(self, host_state: TrainState, extra: dict[str, Any] | None = None) -> None:
+        """Starts an asynchronous save of the host state at its step (no-op if already saved).
+
+        Args:
+          host_state: the state to save.
+          extra: small JSON-able data saved with it (in the step's metadata), e.g. the training
+            loop's unlogged metric sums; `extra(step)` reads it back.
+        """
         step = int(host_state.step)
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(host_state), force=True)
+        self._manager.save(step, args=ocp.args.StandardSave(_on_disk(host_state)), force=True,
+                           custom_metadata=extra or {})
+
+    def extra(self, step: int) -> dict[str, Any]:
+        """What `save` was given as `extra` for `step` ({} for checkpoints saved without)."""
+        return dict(self._manager.metadata(step).custom_metadata or {})
 
     def wait(self) -> None:
         """Blocks until every started save is complete on disk."""

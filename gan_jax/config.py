@@ -13,6 +13,8 @@ import ml_collections
 from gan_jax import conv_transpose, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.input_pipeline import DATASETS, SOURCES
+from gan_jax.losses import LOSSES
+from gan_jax.models import D_NORMS
 
 INIT_SCHEMES = ("pytorch", "dcgan")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -28,6 +30,10 @@ def _non_negative(value) -> bool:
 
 def _unit_interval(value) -> bool:
     return 0 <= value < 1
+
+
+def _closed_unit_interval(value) -> bool:
+    return 0 <= value <= 1
 
 
 def _one_of(*choices) -> Callable[[Any], bool]:
@@ -48,6 +54,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "model.conv_transpose": (str, _one_of(*conv_transpose.IMPLEMENTATIONS),
                              f"one of {conv_transpose.IMPLEMENTATIONS}"),
     "model.compute_dtype": (str, _one_of(*COMPUTE_DTYPES), f"one of {COMPUTE_DTYPES}"),
+    "model.d_norm": (str, _one_of(*D_NORMS), f"one of {D_NORMS}"),
     "latent_dim": (int, _positive, ">= 1"),
     "batch_size": (int, _positive, ">= 1"),
     "num_epochs": (int, _non_negative, ">= 0"),
@@ -57,6 +64,12 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "b1": ((int, float), _unit_interval, "in [0, 1)"),
     "b2": ((int, float), _unit_interval, "in [0, 1)"),
     "cycle_weight": ((int, float), _non_negative, ">= 0"),
+    "loss": (str, _one_of(*LOSSES), f"one of {LOSSES}"),
+    "gp_weight": ((int, float), _non_negative, ">= 0"),
+    "r1_gamma": ((int, float), _non_negative, ">= 0 (0: off)"),
+    "d_steps": (int, _positive, ">= 1"),
+    "ema_decay": ((int, float), _closed_unit_interval, "in [0, 1] (0: off)"),
+    "ema_start": (int, _non_negative, ">= 0"),
     "log_every": (int, _positive, ">= 1"),
     "sample_every": (int, _positive, ">= 1"),
     "checkpoint_every": (int, _positive, ">= 1"),
@@ -67,6 +80,32 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "parallel": (str, _one_of(*parallel.MODES), f"one of {parallel.MODES}"),
     "num_devices": (int, _non_negative, ">= 0 (0: every local device)"),
 }
+
+
+# Keys added after gan_jax 0.1.0, with the values that reproduce what runs did before them. A config.json
+# written by an older version lacks them; `with_defaults_for_older_runs` fills them in.
+ADDED_KEYS = {
+    "loss": "ns",
+    "gp_weight": 10.0,
+    "r1_gamma": 0.0,
+    "d_steps": 1,
+    "ema_decay": 0.0,
+    "ema_start": 0,
+    "model.d_norm": "batch",
+}
+
+
+def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with every key of ADDED_KEYS it lacks set to the value older versions implied."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, value in ADDED_KEYS.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        if leaf not in target:
+            target[leaf] = value
+    return config
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
@@ -109,6 +148,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
                               f"config.steps_per_call={config.steps_per_call}")
     if config.data.source == "idx" and not config.data.dir:
         raise ConfigError("config.data.source='idx' needs config.data.dir, the folder of IDX files")
+    _check_combinations(config)
+
+
+def _check_combinations(config: ml_collections.ConfigDict) -> None:
+    """Refuses settings that are each valid but make no sense together."""
+    # The penalties take the gradient of each image's logit with respect to that image; BatchNorm
+    # makes every logit depend on the whole batch, so there is no per-image gradient to penalize.
+    if config.model.d_norm == "batch":
+        if config.loss == "wgan_gp":
+            raise ConfigError("config.loss='wgan_gp' needs a D without BatchNorm (its gradient penalty "
+                              "is per image): set config.model.d_norm to 'none' or 'spectral'")
+        if config.r1_gamma:
+            raise ConfigError("config.r1_gamma > 0 needs a D without BatchNorm (the R1 penalty is per "
+                              "image): set config.model.d_norm to 'none' or 'spectral'")
+    if config.ema_start and not config.ema_decay:
+        raise ConfigError(f"config.ema_start={config.ema_start} has no effect without an EMA: set "
+                          f"config.ema_decay > 0, or ema_start to 0")
+    if config.gp_weight != ADDED_KEYS["gp_weight"] and config.loss != "wgan_gp":
+        raise ConfigError(f"config.gp_weight={config.gp_weight} has no effect with "
+                          f"config.loss={config.loss!r}; it weights the wgan_gp penalty")
 
 
 def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
@@ -119,10 +178,14 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
-    if config.batch_size > num_examples:
-        raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
+    """Steps in one pass over the data. A step takes d_steps batches (one per D update), so an epoch
+    has num_examples // (batch_size * d_steps) steps; the ragged tail is dropped."""
+    images_per_step = config.batch_size * config.d_steps
+    if images_per_step > num_examples:
+        per_step = f" x config.d_steps={config.d_steps}" if config.d_steps > 1 else ""
+        raise ConfigError(f"config.batch_size={config.batch_size}{per_step} is larger than the "
                           f"{num_examples} training images")
-    steps_per_epoch = num_examples // config.batch_size
+    steps_per_epoch = num_examples // images_per_step
     if config.steps_per_call > steps_per_epoch:  # a call's steps may span two epochs, not three
         raise ConfigError(f"config.steps_per_call={config.steps_per_call} is more than the "
                           f"{steps_per_epoch} steps of an epoch")

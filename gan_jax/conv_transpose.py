@@ -254,8 +254,11 @@ def _conv_bwd(strides, padding, residuals, g):
         before = k - 1 - lo
         dx_pads.append((before, n + k - 1 - (s * (o - 1) + 1) - before))
         dk_pads.append((lo, (s * (o - 1) + 1 - n) + (k - 1 - lo)))
-    # dx: the adjoint, a transposed conv of g with the kernel flipped and in/out swapped.
-    dx = _upsample(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, tuple(dx_pads))
+    # dx: the adjoint, a transposed conv of g with the kernel flipped and in/out swapped. Through
+    # `_strided` (the same computation as `_upsample`) rather than `_upsample` itself, so that a
+    # gradient of this gradient (the R1 and WGAN-GP penalties differentiate D's input gradient) takes
+    # the fast forms of `_strided_bwd` too, not jax's derivatives of the dilated convolutions.
+    dx = _strided(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), strides, tuple(dx_pads))
     return dx, _weight_gradient(x, g, tuple(dk_pads), strides)
 
 

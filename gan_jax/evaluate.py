@@ -1,10 +1,12 @@
 """Sample quality of a trained GAN: `python -m gan_jax.evaluate`, and the functions behind it.
 
-    python -m gan_jax.evaluate --workdir runs/mnist [--num_samples 10000] [--step N] [--seed S] [--json FILE]
+    python -m gan_jax.evaluate --workdir runs/mnist [--num_samples 10000] [--step N] [--seed S] [--noema]
+        [--json FILE]
     python -m gan_jax.evaluate --samples FILE.npy --dataset mnist [--data_dir DIR] [--json FILE]
 
 The first form restores a run's checkpoint (the latest, or `--step`), draws `--num_samples` images from
-G in inference mode on noise from `--seed`, and scores them against the run's real test split; it also
+G in inference mode on noise from `--seed` (the EMA generator when the run keeps one; `--noema` for the
+raw one), and scores them against the run's real test split; it also
 measures D's accuracy on the test split against those samples, which is what the tutorial's "test"
 meant to measure. It prints a table and writes `eval/step_XXXXXXX.json` in the workdir. The second
 form scores any images: (N, 28, 28) or (N, 28, 28, 1), uint8 in [0, 255] or float in [-1, 1].
@@ -49,7 +51,7 @@ from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import CheckpointError, DataError, UserError
 from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE
 from gan_jax.parallel import HostState
-from gan_jax.state import GAN, NetworkState, abstract_train_state
+from gan_jax.state import GAN, NetworkState, TrainState, abstract_train_state
 
 EVAL_DIR = "eval"  # inside a run's workdir
 DEFAULT_NUM_SAMPLES = 10_000
@@ -166,9 +168,12 @@ def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
     return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
 
 
-def generate_images(gan: GAN, generator: NetworkState, noise: np.ndarray) -> np.ndarray:
-    """G in inference mode (BatchNorm running statistics) on `noise`: float32 (N, 28, 28, 1) in [-1, 1]."""
-    variables = jax.device_put(generator.variables())  # once, not once per batch
+def generate_images(gan: GAN, variables: dict[str, Any], noise: np.ndarray) -> np.ndarray:
+    """G in inference mode (BatchNorm running statistics) on `noise`: float32 (N, 28, 28, 1) in [-1, 1].
+
+    `variables` are G's {"params", "batch_stats"}, e.g. `state.sampling_variables()`.
+    """
+    variables = jax.device_put(variables)  # once, not once per batch
     return _batched(lambda z: _generate(gan.generator, variables, z), noise)
 
 
@@ -318,6 +323,14 @@ class RestoredRun(NamedTuple):
     state: HostState
     step: int
 
+    def generator_variables(self, use_ema: bool = True) -> dict[str, Any]:
+        """G's variables to sample with: the EMA generator's when the run keeps one and `use_ema`."""
+        return self.state.sampling_variables(use_ema)
+
+    def generator_name(self, use_ema: bool = True) -> str:
+        """"ema" or "raw": which generator `generator_variables(use_ema)` gives."""
+        return "ema" if use_ema and self.state.generator_ema is not None else "raw"
+
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a run saved in `workdir/config.json`, validated.
@@ -335,6 +348,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             config = ml_collections.ConfigDict(json.load(f))
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
         raise CheckpointError(f"cannot read {path}: {e}") from None
+    config = config_lib.with_defaults_for_older_runs(config)
     config_lib.validate(config)
     return config
 
@@ -376,14 +390,16 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
 
 
 
-def eval_path(workdir: str, step: int) -> str:
-    """Where the evaluation of a run's checkpoint at `step` is written."""
-    return os.path.join(workdir, EVAL_DIR, f"step_{step:07d}.json")
+def eval_path(workdir: str, step: int, generator: str = "ema") -> str:
+    """Where the evaluation of a run's checkpoint at `step` is written: step_XXXXXXX.json for the
+    generator samples come from by default (the EMA one when there is one), ..._raw.json for the raw
+    generator of a run that keeps an EMA."""
+    return os.path.join(workdir, EVAL_DIR, f"step_{step:07d}{'_raw' if generator == 'raw' else ''}.json")
 
 
 def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, step: int | None = None,
-                        seed: int = 0) -> tuple[int, dict[str, Any]]:
-    """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX.json` in the workdir.
+                        seed: int = 0, use_ema: bool = True) -> tuple[int, dict[str, Any]]:
+    """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX[_raw].json`.
 
     Draws `num_samples` images from G in inference mode on noise from `seed`, scores them against the
     run's real test split (`evaluate_samples`), and adds D's accuracy in inference mode on the whole
@@ -394,9 +410,11 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
       num_samples: how many images to draw, >= 4.
       step: the checkpoint's step; None for the latest.
       seed: seeds the noise; the same seed draws the same images.
+      use_ema: sample from the EMA generator when the run keeps one; False for the raw generator.
 
     Returns:
-      (the checkpoint's step, the metrics of `evaluate_samples` with "d_acc").
+      (the checkpoint's step, the metrics of `evaluate_samples` with "d_acc" and "generator", "ema"
+      or "raw").
 
     Raises:
       UserError: no run or checkpoint, bad num_samples, or the test split cannot be loaded.
@@ -405,21 +423,22 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
     run = load_run(workdir, step)
     config = run.config
-    fakes = generate_images(run.gan, run.state.generator,
+    fakes = generate_images(run.gan, run.generator_variables(use_ema),
                             latent_noise(seed, num_samples, config.latent_dim))
     test_images = input_pipeline.load_split(config.data, "test").images
     logits = (discriminate(run.gan, run.state.discriminator, test_images),
               discriminate(run.gan, run.state.discriminator, fakes))
     result = evaluate_samples(fakes, config.data.name, test_images, discriminator_logits=logits,
                               reference_cache=reference_cache_path(run.workdir, config.data.name))
-    files.write_json(eval_path(run.workdir, run.step),
-                {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
+    result["generator"] = run.generator_name(use_ema)
+    files.write_json(eval_path(run.workdir, run.step, result["generator"]),
+                     {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
     return run.step, result
 
 
 def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
                             num_samples: int = TRAINING_NUM_SAMPLES,
-                            seed: int = 0) -> Callable[[NetworkState], dict[str, float]]:
+                            seed: int = 0) -> Callable[[TrainState], dict[str, float]]:
     """A cheap evaluation for the training loop: FID, KID and classifier score on fixed noise.
 
     The test split, the evaluator and the reference statistics (cached in the workdir) are loaded once,
@@ -433,8 +452,8 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
       seed: seeds the fixed noise.
 
     Returns:
-      `evaluate(generator_state) -> {"eval_fid", "eval_kid", "eval_score"}`, taking G's host state
-      (e.g. `host_state.generator`).
+      `evaluate(host_state) -> {"eval_fid", "eval_kid", "eval_score"}` of the raw generator, plus
+      "eval_fid_ema", "eval_kid_ema" and "eval_score_ema" of the EMA generator when the state keeps one.
     """
     if num_samples < MIN_IMAGES:
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
@@ -445,10 +464,16 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
                                      reference_cache_path(os.path.abspath(workdir), config.data.name))
     noise = latent_noise(seed, num_samples, config.latent_dim)
 
-    def evaluate(generator_state: NetworkState) -> dict[str, float]:
-        fakes = generate_images(gan, generator_state, noise)
-        result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS)
-        return {"eval_fid": result["fid"], "eval_kid": result["kid"], "eval_score": result["score"]}
+    def evaluate(state: TrainState) -> dict[str, float]:
+        generators = {"": state.sampling_variables(use_ema=False)}
+        if state.generator_ema is not None:
+            generators["_ema"] = state.sampling_variables(use_ema=True)
+        record = {}
+        for suffix, variables in generators.items():
+            fakes = generate_images(gan, variables, noise)
+            result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS)
+            record.update({f"eval_{name}{suffix}": result[name] for name in ("fid", "kid", "score")})
+        return record
 
     return evaluate
 
@@ -476,7 +501,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def run(*, workdir: str | None = None, samples: str | None = None, dataset: str | None = None,
         data_dir: str | None = None, num_samples: int | None = None, step: int | None = None,
-        seed: int | None = None, json_path: str | None = None) -> int:
+        seed: int | None = None, json_path: str | None = None, use_ema: bool = True) -> int:
     """The command line's work, given its flags: prints the table, returns the exit status.
 
     Exactly one of `workdir` (evaluate a checkpoint) and `samples` (score a .npy of images) is given.
@@ -490,14 +515,15 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
                 raise UserError("--dataset and --data_dir go with --samples; a run's config names its data")
             num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
             seed = 0 if seed is None else seed
-            step, result = evaluate_checkpoint(workdir, num_samples, step, seed)
+            step, result = evaluate_checkpoint(workdir, num_samples, step, seed, use_ema)
             header = (f"step {step} of {os.path.abspath(workdir)}: {num_samples} samples (seed {seed}) "
-                      f"against the real test split")
+                      f"of the {result['generator']} generator against the real test split")
             record = {"step": step, "num_samples": num_samples, "seed": seed, **result}
-            written = [eval_path(os.path.abspath(workdir), step)]
+            written = [eval_path(os.path.abspath(workdir), step, result["generator"])]
         else:
-            if num_samples is not None or step is not None or seed is not None:
-                raise UserError("--num_samples, --step and --seed go with --workdir, not --samples")
+            if num_samples is not None or step is not None or seed is not None or not use_ema:
+                raise UserError("--num_samples, --step, --seed and --noema go with --workdir, "
+                                "not --samples")
             if dataset is None:
                 raise UserError(f"--samples needs --dataset, one of {', '.join(DATASETS)}")
             if dataset not in DATASETS:
@@ -527,7 +553,7 @@ def main(argv: list[str]) -> int:
     cli.setup_logging()
     f = _FLAGS
     return run(workdir=f.workdir, samples=f.samples, dataset=f.dataset, data_dir=f.data_dir,
-               num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json)
+               num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json, use_ema=f.ema)
 
 
 def _define_flags():
@@ -536,6 +562,8 @@ def _define_flags():
     flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
     flags.DEFINE_integer("num_samples", None, f"Images to draw from G (default {DEFAULT_NUM_SAMPLES}).")
     flags.DEFINE_integer("seed", None, "Seeds the noise G draws from (default 0).")
+    flags.DEFINE_bool("ema", True, "Sample from the EMA generator when the run keeps one (config."
+                      "ema_decay > 0); --noema for the raw generator.")
     flags.DEFINE_string("samples", None, "A .npy of images to score instead: N x 28 x 28[ x 1], uint8 "
                         "in [0, 255] or float in [-1, 1].")
     flags.DEFINE_string("dataset", None, f"With --samples: whose evaluator and test split, one of "

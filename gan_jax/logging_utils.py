@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any, Iterable
 
+import numpy as np
+
 from gan_jax.files import atomic_write
 
 logger = logging.getLogger("gan_jax")
@@ -23,6 +25,39 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class MeanMetrics:
+    """Running sums of per-step metrics, so a log line reports the mean since the previous one.
+
+    Only the sums are kept (in float64), not the steps' values: memory stays constant however far
+    apart the log lines are.
+    """
+
+    def __init__(self):
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def add(self, step_metrics: list[dict[str, Any]]) -> None:
+        for metrics in step_metrics:
+            for name, value in metrics.items():
+                self._sums[name] = self._sums.get(name, 0.0) + float(value)
+            self._count += 1
+
+    def pop(self) -> dict[str, float]:
+        """The mean of each metric over the steps added since the last pop; starts afresh."""
+        means = {name: total / self._count for name, total in self._sums.items()}
+        self._sums, self._count = {}, 0
+        return means
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run's next log line averages the same steps."""
+        return {"count": self._count, "sums": dict(self._sums)}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Continues from `state()`'s output; None (older checkpoints) starts afresh."""
+        state = state or {"count": 0, "sums": {}}
+        self._count, self._sums = int(state["count"]), {k: float(v) for k, v in state["sums"].items()}
 
 
 class MetricsWriter:
@@ -56,6 +91,10 @@ class MetricsWriter:
         for name, value in record.items():
             if name != "step" and isinstance(value, (int, float)):
                 self._tensorboard.add_scalar(name, value, step)
+
+    def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+        """A grayscale image, uint8 (height, width), to TensorBoard."""
+        self._tensorboard.add_image(name, image, step, dataformats="HW")
 
     def close(self) -> None:
         self._tensorboard.close()

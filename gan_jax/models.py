@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from gan_jax.conv_transpose import conv as canonical_conv
 from gan_jax.conv_transpose import conv_transpose
 
+D_NORMS = ("batch", "spectral", "none")
+
 # PyTorch's ConvTranspose2d(k=4, s=2, p=1) doubles the size; lax.conv_transpose pads the dilated input
 # by k - 1 - p on each side for the same result.
 _UPSAMPLE_PADDING = ((2, 2), (2, 2))
@@ -119,25 +121,40 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images (batch, 28, 28, 1) in [-1, 1] -> logits (batch,)."""
+    """images (batch, 28, 28, 1) in [-1, 1] -> logits (batch,).
+
+    `norm` is how D is normalized: "batch" (the tutorial's BatchNorm after the second convolution),
+    "spectral" (every layer's weight divided by its largest singular value, estimated by one power
+    iteration per call; Miyato et al. 2018) or "none". Spectral normalization keeps its power-iteration
+    vectors in the `batch_stats` collection and updates them in training mode only. Without BatchNorm
+    each image's logit depends on that image alone, which the gradient penalties need.
+    """
 
     width: int = 64
     init_scheme: str = "pytorch"
+    norm: str = "batch"
     axis_name: str | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        def layer(module: nn.Module, x: jax.Array) -> jax.Array:
+            if self.norm == "spectral":
+                return nn.SpectralNorm(module)(x, update_stats=train)
+            return module(x)
+
         def conv(features, x):
             inits = layer_initializers(self.init_scheme, fan_in=x.shape[-1] * 4 * 4)
-            return Conv(features, (4, 4), (2, 2), _DOWNSAMPLE_PADDING, dtype=self.dtype, **inits)(x)
+            return layer(Conv(features, (4, 4), (2, 2), _DOWNSAMPLE_PADDING, dtype=self.dtype, **inits), x)
 
         x = nn.leaky_relu(conv(self.width, x), 0.2)
         x = conv(2 * self.width, x)
-        x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
-                         scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)(x)
+        if self.norm == "batch":
+            x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
+                             scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)(x)
         x = nn.leaky_relu(x, 0.2)
         x = x.reshape(x.shape[0], -1)
         inits = layer_initializers(self.init_scheme, fan_in=x.shape[-1])
-        logits = nn.Dense(1, dtype=self.dtype, **inits)(x)
-        return logits[:, 0].astype(jnp.float32)  # the loss is computed in float32 whatever the dtype
+        logits = layer(nn.Dense(1, dtype=self.dtype, **inits), x)
+        # The loss is computed in float32 at least, whatever the layers compute in (bfloat16).
+        return logits[:, 0].astype(jnp.promote_types(self.dtype, jnp.float32))

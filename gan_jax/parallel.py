@@ -210,7 +210,8 @@ class DataParallel:
 
 
 def compile_generate(gan: GAN) -> Callable:
-    """`images = generate(generator_state, noise)`: G in inference mode on the default device."""
+    """`images = generate(variables, noise)`: G in inference mode on the default device, with G's
+    variables from `TrainState.sampling_variables()`."""
     return jax.jit(functools.partial(steps.generate, gan))
 
 

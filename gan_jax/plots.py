@@ -1,4 +1,4 @@
-"""Pictures: sample grids, the loss curves (drawn from metrics.jsonl) and the progress GIF."""
+"""Pictures: sample grids, the loss and quality curves (drawn from metrics.jsonl), the progress GIF."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from gan_jax.files import atomic_write  # noqa: E402
 from gan_jax.logging_utils import read_metrics  # noqa: E402
 
 
+GRID = (8, 8)  # rows and columns of the sample grids a run renders
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Images in [-1, 1] -> uint8 in [0, 255]."""
     return np.round((np.clip(images, -1, 1) + 1) * 127.5).astype(np.uint8)
@@ -30,27 +33,55 @@ def image_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
 
 
-def save_grid(images: np.ndarray, path: str, rows: int = 8, cols: int = 8) -> None:
+def save_grid(images: np.ndarray, path: str, rows: int = GRID[0], cols: int = GRID[1]) -> None:
     """Saves images in [-1, 1] as a grayscale PNG grid, one pixel per pixel."""
-    grid = image_grid(to_uint8(np.asarray(images)), rows, cols)
+    save_grid_image(image_grid(to_uint8(np.asarray(images)), rows, cols), path)
+
+
+def save_grid_image(grid: np.ndarray, path: str) -> None:
+    """Saves a uint8 (height, width) image as a grayscale PNG, one pixel per pixel."""
     atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0, vmax=255,
                                                format="png"))
 
 
-def save_loss_curves(metrics_path: str, path: str) -> None:
-    """Plots D and G loss against step from metrics.jsonl."""
-    records = read_metrics(metrics_path)
-    steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, label in (("d_loss", "D loss"), ("g_loss", "G loss")):
-        ax.plot(steps, [r[name] for r in records], label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
+def _plot_curves(axis, records: list[dict], names_and_labels) -> None:
+    """One line per metric against the step, over the records that hold it."""
+    for name, label in names_and_labels:
+        points = [(r["step"], r[name]) for r in records if name in r]
+        if points:
+            axis.plot(*zip(*points), label=label, marker="." if len(points) < 30 else None)
+    axis.set_xlabel("step")
+    axis.legend()
+    axis.grid(alpha=0.3)
+
+
+def _save_figure(fig, path: str) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
+
+
+def save_loss_curves(metrics_path: str, path: str) -> None:
+    """Plots D and G loss against step from metrics.jsonl: each point is the mean over the steps
+    since the previous log line."""
+    records = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    _plot_curves(ax, records, (("d_loss", "D loss"), ("g_loss", "G loss")))
+    ax.set_ylabel("loss (mean since the previous point)")
+    _save_figure(fig, path)
+
+
+def save_quality_curves(metrics_path: str, path: str) -> None:
+    """Plots the training-time evaluations of metrics.jsonl: FID (raw and EMA generator, log scale)
+    and the classifier score against the step."""
+    records = read_metrics(metrics_path)
+    fig, (fid_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    _plot_curves(fid_ax, records, (("eval_fid", "FID, raw G"), ("eval_fid_ema", "FID, EMA G")))
+    fid_ax.set_yscale("log")
+    fid_ax.set_ylabel("FID (lower is better)")
+    _plot_curves(score_ax, records, (("eval_score", "score, raw G"), ("eval_score_ema", "score, EMA G")))
+    score_ax.set_ylabel("classifier score (higher is better, at most 10)")
+    _save_figure(fig, path)
 
 
 def save_progress_gif(samples_dir: str, path: str, frame_ms: int = 200) -> None:

@@ -4,7 +4,8 @@
     python -m gan_jax.sample --workdir runs/mnist --interpolate --out strip.png [--num 10] [--seed S]
 
 G runs in inference mode (BatchNorm running statistics) on z ~ N(0, 1) drawn from `--seed`, so the same
-checkpoint and seed give the same images, byte for byte. The grid has ceil(sqrt(num)) columns and as
+checkpoint and seed give the same images, byte for byte. A run that keeps an EMA of G's weights
+(`config.ema_decay > 0`) samples from the EMA generator; `--noema` picks the raw one. The grid has ceil(sqrt(num)) columns and as
 many rows as needed; cells past `num` stay black. The .npy holds uint8 (num, 28, 28, 1) pixels, which
 `python -m gan_jax.evaluate --samples` scores.
 
@@ -73,7 +74,8 @@ def interpolation_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
     return slerp(start, end, np.linspace(0.0, 1.0, num))
 
 
-def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool = False) -> np.ndarray:
+def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool = False,
+                  use_ema: bool = True) -> np.ndarray:
     """G's images for a restored run: float32 (num, 28, 28, 1) in [-1, 1].
 
     Args:
@@ -82,6 +84,7 @@ def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool 
       seed: seeds the noise.
       interpolate: the spherical path between the latents of `seed` and `seed + 1` instead of
         independent draws.
+      use_ema: sample from the EMA generator when the run keeps one; False for the raw generator.
 
     Returns:
       The images, in the order of the noise.
@@ -89,7 +92,7 @@ def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool 
     latent_dim = restored.config.latent_dim
     noise = (interpolation_noise(seed, num, latent_dim) if interpolate
              else latent_noise(seed, num, latent_dim))
-    return generate_images(restored.gan, restored.state.generator, noise)
+    return generate_images(restored.gan, restored.generator_variables(use_ema), noise)
 
 
 def save_images_png(images: np.ndarray, path: str, rows: int, cols: int) -> None:
@@ -119,7 +122,7 @@ def _check_output(path: str) -> str:
 
 
 def run(*, workdir: str | None, out: str | None = None, npy: str | None = None, num: int | None = None,
-        seed: int = 0, step: int | None = None, interpolate: bool = False) -> int:
+        seed: int = 0, step: int | None = None, interpolate: bool = False, use_ema: bool = True) -> int:
     """The command line's work, given its flags; returns the exit status.
 
     Bad input prints one line "error: ..." on stderr and returns 1.
@@ -135,7 +138,7 @@ def run(*, workdir: str | None, out: str | None = None, npy: str | None = None, 
             raise UserError(f"--num={num}; an interpolation needs at least 2 images, a grid 1")
         out, npy = (_check_output(p) if p else None for p in (out, npy))
         restored = load_run(workdir, step)
-        images = sample_images(restored, num, seed, interpolate)
+        images = sample_images(restored, num, seed, interpolate, use_ema)
         written = []
         try:
             if out:
@@ -151,8 +154,8 @@ def run(*, workdir: str | None, out: str | None = None, npy: str | None = None, 
         print(f"error: {e}", file=sys.stderr)
         return 1
     what = "interpolation" if interpolate else "sample"
-    print(f"{num}-image {what} of step {restored.step} (seed {seed}): {', '.join(written)}",
-          file=sys.stderr)
+    print(f"{num}-image {what} of step {restored.step}, {restored.generator_name(use_ema)} generator "
+          f"(seed {seed}): {', '.join(written)}", file=sys.stderr)
     return 0
 
 
@@ -161,7 +164,7 @@ def main(argv: list[str]) -> int:
     cli.setup_logging()
     f = _FLAGS
     return run(workdir=f.workdir, out=f.out, npy=f.npy, num=f.num, seed=f.seed, step=f.step,
-               interpolate=f.interpolate)
+               interpolate=f.interpolate, use_ema=f.ema)
 
 
 def _define_flags():
@@ -174,6 +177,8 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "Seeds the noise; the same seed draws the same images.")
     flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
     flags.DEFINE_bool("interpolate", False, "A latent interpolation, seed to seed + 1, instead.")
+    flags.DEFINE_bool("ema", True, "Sample from the EMA generator when the run keeps one (config."
+                      "ema_decay > 0); --noema for the raw generator.")
     return flags.FLAGS
 
 

@@ -1,8 +1,9 @@
 """The training state: one pytree holding everything a run needs to continue bit-for-bit.
 
 `TrainState` is what a checkpoint saves: both networks' parameters, BatchNorm statistics and Adam states,
-the step, and the training key. The models and optimizers themselves are not state: `GAN` holds them,
-built from the config, and the step functions take it as a static argument.
+the step, the training key and, with `ema_decay > 0`, the moving average of G's weights. The models,
+optimizers and loss settings are not state: `GAN` holds them, built from the config, and the step
+functions take it as a static argument.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from gan_jax.input_pipeline import IMAGE_SHAPE
 from gan_jax.models import Discriminator, Generator
-
-IMAGE_SHAPE = (28, 28, 1)
 
 
 @flax.struct.dataclass
@@ -45,12 +45,23 @@ class TrainState:
       discriminator: D's, likewise.
       key: typed PRNG key for training randomness; each step uses `fold_in(key, step)`, so a resumed
         run draws the same numbers as an uninterrupted one.
+      generator_ema: with `ema_decay > 0`, the exponential moving average of G's variables
+        ({"params", "batch_stats"}, see `steps.update_ema`); None otherwise, which adds no leaves,
+        so the state (and its checkpoints) are then exactly what they were before EMA existed.
     """
 
     step: jax.Array
     generator: NetworkState
     discriminator: NetworkState
     key: jax.Array
+    generator_ema: Any = None
+
+    def sampling_variables(self, use_ema: bool = True) -> dict[str, Any]:
+        """The variables G samples with: the moving average when there is one (and `use_ema`), else
+        G's own parameters and BatchNorm running statistics."""
+        if use_ema and self.generator_ema is not None:
+            return dict(self.generator_ema)
+        return self.generator.variables()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +73,14 @@ class GAN:
     g_optimizer: optax.GradientTransformation
     d_optimizer: optax.GradientTransformation
     latent_dim: int
-    batch_size: int  # the global batch
+    batch_size: int  # the global batch of each D update (a step takes d_steps of them)
     cycle_weight: float
+    loss: str = "ns"  # one of losses.LOSSES
+    gp_weight: float = 10.0  # WGAN-GP's penalty weight (loss="wgan_gp" only)
+    r1_gamma: float = 0.0  # R1 penalty weight; 0: off
+    d_steps: int = 1  # D updates per G update
+    ema_decay: float = 0.0  # decay of the moving average of G's weights; 0: no EMA
+    ema_start: int = 0  # steps before the average starts (it copies G's weights until then)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None) -> "GAN":
@@ -76,19 +93,26 @@ class GAN:
                                 conv_transpose=model.conv_transpose, axis_name=axis_name,
                                 dtype=dtype),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
-                                        axis_name=axis_name, dtype=dtype),
+                                        norm=model.d_norm, axis_name=axis_name, dtype=dtype),
             g_optimizer=optax.adam(config.g_lr, b1=config.b1, b2=config.b2),
             d_optimizer=optax.adam(config.d_lr, b1=config.b1, b2=config.b2),
             latent_dim=config.latent_dim,
             batch_size=config.batch_size,
             cycle_weight=float(config.cycle_weight),
+            loss=config.loss,
+            gp_weight=float(config.gp_weight),
+            r1_gamma=float(config.r1_gamma),
+            d_steps=config.d_steps,
+            ema_decay=float(config.ema_decay),
+            ema_start=config.ema_start,
         )
 
 
 def _init_network(module, optimizer, key, example_input) -> NetworkState:
     variables = module.init(key, example_input, train=False)
     params = variables["params"]
-    return NetworkState(params=params, batch_stats=variables["batch_stats"],
+    # A D without normalization has no batch_stats collection: an empty dict keeps the state's shape.
+    return NetworkState(params=params, batch_stats=variables.get("batch_stats", {}),
                         opt_state=optimizer.init(params))
 
 
@@ -101,13 +125,16 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
 def create_train_state(gan: GAN, seed: int) -> TrainState:
     """Initial state from a seed: both networks initialized, Adam states zero, step 0."""
     keys = seed_keys(seed)
+    generator = _init_network(gan.generator, gan.g_optimizer, keys["generator_init"],
+                              jnp.zeros((1, gan.latent_dim), jnp.float32))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
-        generator=_init_network(gan.generator, gan.g_optimizer, keys["generator_init"],
-                                jnp.zeros((1, gan.latent_dim), jnp.float32)),
+        generator=generator,
         discriminator=_init_network(gan.discriminator, gan.d_optimizer, keys["discriminator_init"],
                                     jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)),
         key=keys["train"],
+        # The average starts at G's initial variables (a copy: the state's buffers are donated).
+        generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema_decay else None,
     )
 
 

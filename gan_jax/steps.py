@@ -1,9 +1,13 @@
-"""Losses and the pure training steps: `d_step`, `g_step` and the fused `train_step`.
+"""The pure training steps: `d_step`, `g_step` and the fused `train_step`.
 
 Every function here takes the state and returns a new one with metrics; nothing is jitted, pmapped or
 donated here (that happens where they are called, see `gan_jax.parallel`), so each is testable alone.
-The loss is the tutorial's, made correct: binary cross-entropy on logits, the non-saturating generator
-loss, and the optional "cycle" L1 term applied to G, the only network it can act on.
+The objectives themselves live in `gan_jax.losses`; by default they are the tutorial's, made correct:
+binary cross-entropy on logits, the non-saturating generator loss, and the optional "cycle" L1 term
+applied to G, the only network it can act on.
+
+A step is `d_steps` discriminator updates, each on its own batch and noise, then one generator update,
+then (with `ema_decay > 0`) the moving average of G's variables.
 
 With `axis_name` set, the step runs on one shard of the global batch inside pmap/shard_map: every
 device draws the same global batch and noise and takes its own contiguous slice, gradients and metrics
@@ -20,22 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gan_jax import input_pipeline
+from gan_jax import input_pipeline, losses
 from gan_jax.state import GAN, NetworkState, TrainState
 
 Metrics = dict[str, jax.Array]
-
-
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-    """Mean of the BCE of real images against label 1 and of fakes against label 0."""
-    real = optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)).mean()
-    fake = optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)).mean()
-    return (real + fake) / 2
-
-
-def generator_loss(fake_logits: jax.Array) -> jax.Array:
-    """Non-saturating loss: G maximizes log D(G(z)) instead of minimizing log(1 - D(G(z)))."""
-    return optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits)).mean()
 
 
 def cycle_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
@@ -69,9 +61,16 @@ def _apply_gradients(network: NetworkState, optimizer: optax.GradientTransformat
                         batch_stats=batch_stats, opt_state=opt_state)
 
 
+def _discriminate(gan: GAN, variables: dict[str, Any], images: jax.Array) -> tuple[jax.Array, dict]:
+    """D's logits in training mode and its variables with updated statistics (BatchNorm's running
+    averages or spectral normalization's power-iteration vectors; none when D has neither)."""
+    logits, updates = gan.discriminator.apply(variables, images, train=True, mutable=["batch_stats"])
+    return logits, {**variables, "batch_stats": updates.get("batch_stats", {})}
+
+
 def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
            axis_name: str | None = None) -> tuple[TrainState, Metrics]:
-    """One discriminator update on real images (label 1) and G(z) (label 0), G held fixed.
+    """One discriminator update on real images and G(z), G held fixed, with `gan.loss`'s objective.
 
     Only D changes: G runs in training mode (batch statistics) as in the tutorial, but its updated
     running statistics are dropped, so this step is a function of D alone.
@@ -79,13 +78,14 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     Args:
       state: the training state.
       real: this device's real images, float32 in [-1, 1], (batch, 28, 28, 1).
-      key: PRNG key for this step's noise.
-      gan: models and optimizers.
+      key: PRNG key for this update's noise (and WGAN-GP's interpolation weights).
+      gan: models, optimizers and loss settings.
       axis_name: the device axis when sharded, else None.
 
     Returns:
-      The new state and {"d_loss", "d_real", "d_fake"}: the loss and the mean sigmoid of D on real and
-      on fake images.
+      The new state and {"d_loss", "d_real", "d_fake"}, plus "d_gp" (loss="wgan_gp") and "d_r1"
+      (r1_gamma > 0): the loss with its penalties, D's mean output on real and on fake images (a
+      probability for the "ns" loss, the raw score otherwise), and the unweighted penalties.
     """
     generator, discriminator = state.generator, state.discriminator
     fake, _ = gan.generator.apply(generator.variables(), sample_noise(gan, key, axis_name),
@@ -94,37 +94,48 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     def loss_fn(params):
         variables = {"params": params, "batch_stats": discriminator.batch_stats}
         # Real and fake go through D separately, as in the tutorial: each gets its own batch statistics.
-        real_logits, updates = gan.discriminator.apply(variables, real, train=True,
-                                                       mutable=["batch_stats"])
-        variables = {"params": params, **updates}
-        fake_logits, updates = gan.discriminator.apply(variables, fake, train=True,
-                                                       mutable=["batch_stats"])
-        loss = discriminator_loss(real_logits, fake_logits)
-        return loss, (updates["batch_stats"], real_logits, fake_logits)
+        real_logits, variables = _discriminate(gan, variables, real)
+        fake_logits, variables = _discriminate(gan, variables, fake)
+        loss = losses.discriminator_loss(gan.loss, real_logits, fake_logits)
+        penalties = {}
+        # The penalties' D is the one just trained on, in inference mode (the config refuses them
+        # with BatchNorm, so this changes only that spectral norm's vectors are not updated again).
+        critic = lambda images: gan.discriminator.apply(variables, images, train=False)  # noqa: E731
+        if gan.loss == "wgan_gp":
+            # One interpolation weight per image of the global batch, sliced like the noise.
+            weights = jax.random.uniform(jax.random.fold_in(key, 1), (gan.batch_size,))
+            penalties["d_gp"] = losses.gradient_penalty(critic, real, fake,
+                                                        _local_slice(weights, axis_name))
+            loss = loss + gan.gp_weight * penalties["d_gp"]
+        if gan.r1_gamma:
+            penalties["d_r1"] = losses.r1_penalty(critic, real)
+            loss = loss + gan.r1_gamma / 2 * penalties["d_r1"]
+        return loss, (variables["batch_stats"], real_logits, fake_logits, penalties)
 
-    (loss, (batch_stats, real_logits, fake_logits)), grads = jax.value_and_grad(
+    (loss, (batch_stats, real_logits, fake_logits, penalties)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(discriminator.params)
     grads = _mean_over_devices(grads, axis_name)
     discriminator = _apply_gradients(discriminator, gan.d_optimizer, grads, batch_stats)
     metrics = {
         "d_loss": loss,
-        "d_real": jax.nn.sigmoid(real_logits).mean(),
-        "d_fake": jax.nn.sigmoid(fake_logits).mean(),
+        "d_real": losses.discriminator_output(gan.loss, real_logits).mean(),
+        "d_fake": losses.discriminator_output(gan.loss, fake_logits).mean(),
+        **penalties,
     }
     return state.replace(discriminator=discriminator), _mean_over_devices(metrics, axis_name)
 
 
 def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
            axis_name: str | None = None) -> tuple[TrainState, Metrics]:
-    """One generator update through D with label 1 (non-saturating), plus the optional cycle term.
+    """One generator update through D with `gan.loss`'s generator objective, plus the cycle term.
 
-    Only G changes: D runs in training mode, but its updated running statistics are dropped.
+    Only G changes: D runs in training mode, but its updated statistics are dropped.
 
     Args:
       state: the training state.
       real: this device's real images; used only by the cycle term.
       key: PRNG key for this step's noise.
-      gan: models and optimizers.
+      gan: models, optimizers and loss settings.
       axis_name: the device axis when sharded, else None.
 
     Returns:
@@ -136,9 +147,8 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     def loss_fn(params):
         variables = {"params": params, "batch_stats": generator.batch_stats}
         fake, updates = gan.generator.apply(variables, noise, train=True, mutable=["batch_stats"])
-        fake_logits, _ = gan.discriminator.apply(discriminator.variables(), fake, train=True,
-                                                 mutable=["batch_stats"])
-        loss = generator_loss(fake_logits)
+        fake_logits, _ = _discriminate(gan, discriminator.variables(), fake)
+        loss = losses.generator_loss(gan.loss, fake_logits)
         if gan.cycle_weight:
             loss = loss + gan.cycle_weight * cycle_loss(real, fake)
         return loss, updates["batch_stats"]
@@ -147,6 +157,19 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     grads = _mean_over_devices(grads, axis_name)
     generator = _apply_gradients(generator, gan.g_optimizer, grads, batch_stats)
     return state.replace(generator=generator), _mean_over_devices({"g_loss": loss}, axis_name)
+
+
+def update_ema(state: TrainState, *, gan: GAN) -> TrainState:
+    """Moves the average of G's variables towards G's: ema <- decay * ema + (1 - decay) * G.
+
+    The average covers G's parameters and its BatchNorm running statistics alike. Before step
+    `gan.ema_start` the decay is 0, so the average copies G (as PyTorch-StudioGAN's `ema_start`).
+    Decay 0 gives G's variables exactly, decay 1 keeps the initial ones exactly (the update is
+    `optax.incremental_update`, whose weights are then exactly 0 and 1).
+    """
+    decay = jnp.where(state.step >= gan.ema_start, gan.ema_decay, 0.0)
+    average = optax.incremental_update(state.generator.variables(), state.generator_ema, 1.0 - decay)
+    return state.replace(generator_ema=average)
 
 
 def split_train_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -163,26 +186,36 @@ def data_orders(train_key: jax.Array, epoch: int, num_examples: int) -> np.ndarr
 
 def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
-    """One training step: gather the batch on device, update D, then G, and advance the step.
+    """One training step: gather its batches on device, update D d_steps times, then G, then the EMA.
 
     Args:
       state: the training state.
       data: the whole training split, resident on the device, and the data order of the epochs of
         this call (see `data_orders`).
-      gan: models and optimizers.
+      gan: models, optimizers and loss settings.
       axis_name: the device axis when sharded, else None.
 
     Returns:
-      The new state and the step's metrics: d_loss, g_loss, d_real, d_fake.
+      The new state and the step's metrics: d_loss, g_loss, d_real, d_fake (and d_gp, d_r1 when
+      those penalties are on); D's metrics are the mean over its d_steps updates.
     """
-    indices = input_pipeline.batch_from_orders(data.orders, state.step, gan.batch_size)
-    real = input_pipeline.to_model_range(data.images[_local_slice(indices, axis_name)])
+    # The step's d_steps global batches are consecutive slices of the epoch's order.
+    indices = input_pipeline.batch_from_orders(data.orders, state.step, gan.batch_size * gan.d_steps)
+    batches = indices.reshape(gan.d_steps, gan.batch_size)
     # fold_in(key, step) makes step k's noise independent of how the run got to step k (fresh,
-    # resumed, or k steps in one call).
+    # resumed, or k steps in one call). With d_steps=1 this is split(key) into (D's key, G's key).
     _, noise_key = split_train_key(state.key)
-    d_key, g_key = jax.random.split(jax.random.fold_in(noise_key, state.step))
-    state, d_metrics = d_step(state, real, d_key, gan=gan, axis_name=axis_name)
-    state, g_metrics = g_step(state, real, g_key, gan=gan, axis_name=axis_name)
+    keys = jax.random.split(jax.random.fold_in(noise_key, state.step), gan.d_steps + 1)
+    d_metrics = []
+    for update in range(gan.d_steps):
+        real = input_pipeline.to_model_range(data.images[_local_slice(batches[update], axis_name)])
+        state, metrics = d_step(state, real, keys[update], gan=gan, axis_name=axis_name)
+        d_metrics.append(metrics)
+    # G's cycle term (if any) compares with the last D update's real batch.
+    state, g_metrics = g_step(state, real, keys[gan.d_steps], gan=gan, axis_name=axis_name)
+    if state.generator_ema is not None:  # the state keeps an average when config.ema_decay > 0
+        state = update_ema(state, gan=gan)
+    d_metrics = jax.tree.map(lambda *values: jnp.stack(values).mean(), *d_metrics)
     return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
 
@@ -211,6 +244,10 @@ def train_steps(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN, 
     return jax.lax.scan(body, state, length=num_steps, unroll=num_steps if unroll else 1)
 
 
-def generate(gan: GAN, generator: NetworkState, noise: jax.Array) -> jax.Array:
-    """Samples in [-1, 1] from G in inference mode (BatchNorm running statistics)."""
-    return gan.generator.apply(generator.variables(), noise, train=False)
+def generate(gan: GAN, variables: dict[str, Any], noise: jax.Array) -> jax.Array:
+    """Samples in [-1, 1] from G in inference mode (BatchNorm running statistics).
+
+    `variables` is G's {"params", "batch_stats"}: `TrainState.sampling_variables()` gives the EMA
+    generator's when the run keeps one.
+    """
+    return gan.generator.apply(variables, noise, train=False)

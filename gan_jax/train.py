@@ -20,11 +20,12 @@ from gan_jax import config as config_lib
 from gan_jax import cli, files, input_pipeline, parallel, plots, steps
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
-from gan_jax.logging_utils import MetricsWriter, Progress, logger
+from gan_jax.logging_utils import MeanMetrics, MetricsWriter, Progress, logger
 from gan_jax.parallel import HostState
 from gan_jax.state import abstract_train_state, create_train_state, seed_keys
 
-NUM_SAMPLES = 64  # the 8x8 grid rendered from fixed noise
+NUM_SAMPLES = plots.GRID[0] * plots.GRID[1]  # the grid rendered from fixed noise
+LOG_WINDOW = "log_window"  # a checkpoint's record of the metrics logged at the next log step
 
 
 class Interrupted(Exception):
@@ -158,25 +159,106 @@ def _check_finite(window: list[dict[str, np.ndarray]], first_step: int, checkpoi
             f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
 
 
+class _EpochData:
+    """The TrainData of the epoch at hand: the split on device once, each epoch's order computed once."""
+
+    def __init__(self, data_parallel, images: np.ndarray, key_data: np.ndarray, steps_per_epoch: int):
+        self._data_parallel = data_parallel
+        self._num_examples = len(images)
+        self._images = data_parallel.put_data(images)  # the whole split; batches are gathered on device
+        self._train_key = jax.random.wrap_key_data(key_data)
+        self._steps_per_epoch = steps_per_epoch
+        self._epoch, self._data = None, None
+
+    def at(self, step: int) -> input_pipeline.TrainData:
+        epoch = step // self._steps_per_epoch
+        if epoch != self._epoch:
+            orders = steps.data_orders(self._train_key, epoch, self._num_examples)
+            self._epoch = epoch
+            self._data = input_pipeline.TrainData(self._images, self._data_parallel.put_data(orders))
+        return self._data
+
+
+class _Outputs:
+    """What process 0 writes as training goes: metrics, progress, sample grids, evaluations, plots."""
+
+    def __init__(self, config, workdir: str, gan, start_step: int, total_steps: int,
+                 steps_per_epoch: int):
+        self._config, self._workdir = config, workdir
+        self._steps_per_epoch = steps_per_epoch
+        self._generate = parallel.compile_generate(gan)
+        self._fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
+                                              (NUM_SAMPLES, config.latent_dim))
+        self._samples_dir = os.path.join(workdir, "samples")
+        self._writer = MetricsWriter(workdir, start_step=start_step)
+        self._progress = Progress(start_step, total_steps, steps_per_epoch)
+        self._means = MeanMetrics()
+        self._evaluate = None
+        if config.eval_every:
+            from gan_jax import evaluate  # the evaluator network and test split: only when asked for
+            self._evaluate = evaluate.make_training_evaluator(config, workdir)
+
+    def add(self, step_metrics: list[dict[str, np.ndarray]]) -> None:
+        """Metrics of steps not yet logged: the next log line reports their mean."""
+        self._means.add(step_metrics)
+
+    def checkpoint_extra(self) -> dict:
+        """Saved with a checkpoint: the sums of the metrics not yet logged."""
+        return {LOG_WINDOW: self._means.state()}
+
+    def resume(self, extra: dict) -> None:
+        """Continues the log window a checkpoint saved (none for checkpoints of older versions)."""
+        self._means.restore(extra.get(LOG_WINDOW))
+
+    def progress(self, step: int) -> None:
+        self._progress.update(step, None)
+
+    def write(self, step: int, steps_per_s: float | None, host_state, log: bool, evaluate: bool) -> None:
+        """The metrics record of `step`: the means since the last log line, and/or an evaluation."""
+        record = {"epoch": (step - 1) // self._steps_per_epoch + 1}
+        if log:
+            record.update(self._means.pop())
+            record["steps_per_s"] = steps_per_s
+        if evaluate and self._evaluate:
+            record.update(self._evaluate(host_state))
+        self._writer.write(step, record)
+        self._progress.update(step, record)
+
+    def sample(self, step: int, host_state) -> None:
+        """The grid of G (the EMA generator when there is one) on the run's fixed noise."""
+        samples = np.asarray(self._generate(jax.device_put(host_state.sampling_variables()),
+                                            self._fixed_noise))
+        grid = plots.image_grid(plots.to_uint8(samples), *plots.GRID)
+        plots.save_grid_image(grid, os.path.join(self._samples_dir, f"step_{step:07d}.png"))
+        self._writer.write_image(step, "samples", grid)
+
+    def close(self) -> None:
+        self._progress.close()
+        self._writer.close()
+
+    def plot(self) -> None:
+        """losses.png, quality.png (with eval_every) and progress.gif, all redrawn from the files."""
+        plots.save_loss_curves(self._writer.path, os.path.join(self._workdir, "losses.png"))
+        if self._config.eval_every:
+            plots.save_quality_curves(self._writer.path, os.path.join(self._workdir, "quality.png"))
+        plots.save_progress_gif(self._samples_dir, os.path.join(self._workdir, "progress.gif"))
+
+
+def _due(config, step: int, total_steps: int) -> dict[str, bool]:
+    """Which cadences fall on `step` (the last step does them all)."""
+    return {name: step % config[f"{name}_every"] == 0 or step == total_steps
+            for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
+
+
 def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer, steps_per_epoch,
                 total_steps):
     step = int(host_state.step)
     state = data_parallel.put_state(host_state)
-    num_examples = len(images)
-    images = data_parallel.put_data(images)  # the whole split, once; batches are gathered on device
-    train_key = jax.random.wrap_key_data(host_state.key)
-    data, data_epoch = None, None
-    is_writer = jax.process_index() == 0
-    generate = parallel.compile_generate(data_parallel.gan)
-    fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
-                                    (NUM_SAMPLES, config.latent_dim))
-    samples_dir = os.path.join(workdir, "samples")
-    writer = MetricsWriter(workdir, start_step=step) if is_writer else None
-    progress = Progress(step, total_steps, steps_per_epoch) if is_writer else None
-    evaluate_generator = None
-    if config.eval_every and is_writer:
-        from gan_jax import evaluate  # the evaluator network and test split: only when asked for
-        evaluate_generator = evaluate.make_training_evaluator(config, workdir)
+    epoch_data = _EpochData(data_parallel, images, host_state.key, steps_per_epoch)
+    outputs = (_Outputs(config, workdir, data_parallel.gan, step, total_steps, steps_per_epoch)
+               if jax.process_index() == 0 else None)
+    if outputs and step:
+        outputs.resume(checkpointer.extra(step))
     window, window_start = [], step + 1  # device metrics not yet checked on the host
     throughput, compiled = _Throughput(step), set()
     stopping = False
@@ -188,11 +270,7 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                 num_steps = config.steps_per_call
                 if step % num_steps or step + num_steps > total_steps:
                     num_steps = 1
-                if step // steps_per_epoch != data_epoch:
-                    # Each epoch's permutation is computed once, here, not in every step.
-                    data_epoch = step // steps_per_epoch
-                    orders = steps.data_orders(train_key, data_epoch, num_examples)
-                    data = input_pipeline.TrainData(images, data_parallel.put_data(orders))
+                data = epoch_data.at(step)
                 call_start = time.perf_counter()
                 state, metrics = data_parallel.train_steps(num_steps)(state, data)
                 step += num_steps
@@ -205,14 +283,13 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                                 elapsed)
                     throughput.exclude(elapsed, num_steps)
                     compiled.add(num_steps)
-                due = {name: step % config[f"{name}_every"] == 0 or step == total_steps
-                       for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
+                due = _due(config, step, total_steps)
                 # One process alone checks its flag every step; several agree at synced steps only.
                 stopping = interrupt.raised if jax.process_count() == 1 else (
                     any(due.values()) and _any_process(interrupt.raised))
                 if not (any(due.values()) or stopping):
-                    if progress:
-                        progress.update(step, None)
+                    if outputs:
+                        outputs.progress(step)
                     continue
                 # The only host syncs: at logging, sampling, evaluation and checkpoint steps.
                 host_window = [m for call in window for m in data_parallel.get_metrics(call)]
@@ -220,37 +297,29 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                 window, window_start = [], step + 1
                 host_state = data_parallel.get_state(state) if (
                     due.get("sample") or due.get("checkpoint") or due.get("eval") or stopping) else None
-                record = None
-                if (due.get("log") or due.get("eval")) and is_writer:
-                    record = {"epoch": (step - 1) // steps_per_epoch + 1,
-                              **{k: float(v) for k, v in host_window[-1].items()}}
-                    if due.get("log"):
-                        record["steps_per_s"] = throughput.rate(step)
-                    if due.get("eval") and evaluate_generator:
-                        record.update(evaluate_generator(host_state.generator))
-                    writer.write(step, record)
-                if progress:
-                    progress.update(step, record)
-                if due.get("sample") and is_writer:
-                    samples = generate(jax.device_put(host_state.generator), fixed_noise)
-                    plots.save_grid(np.asarray(samples), os.path.join(samples_dir, f"step_{step:07d}.png"))
+                if outputs:
+                    outputs.add(host_window)
+                    if due.get("log") or due.get("eval"):
+                        rate = throughput.rate(step) if due.get("log") else None
+                        outputs.write(step, rate, host_state, due.get("log"), due.get("eval"))
+                    else:
+                        outputs.progress(step)
+                    if due.get("sample"):
+                        outputs.sample(step, host_state)
                 if due.get("checkpoint") or stopping:
                     if not parallel.all_finite(host_state):
                         raise NonFiniteLossError(f"parameters became NaN or infinite by step {step}; "
                                                  f"stopped without saving")
-                    checkpointer.save(host_state)
+                    checkpointer.save(host_state, outputs.checkpoint_extra() if outputs else None)
             if stopping and step < total_steps:
                 checkpointer.wait()
                 raise Interrupted(step, checkpointer.directory)
     finally:
-        if progress:
-            progress.close()
-        if writer:
-            writer.close()
+        if outputs:
+            outputs.close()
     checkpointer.wait()
-    if is_writer:
-        plots.save_loss_curves(writer.path, os.path.join(workdir, "losses.png"))
-        plots.save_progress_gif(samples_dir, os.path.join(workdir, "progress.gif"))
+    if outputs:
+        outputs.plot()
     return data_parallel.get_state(state)
 
 

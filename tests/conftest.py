@@ -91,6 +91,27 @@ def assert_same_training(a, b, gauge_atol):
 
 
 
+def read_tensorboard(logdir: str) -> list[tuple[int, str, str]]:
+    """(step, tag, "scalar" or "image") of every summary in a TensorBoard folder's event files, in
+    file and write order; read with the event protobuf and the TFRecord framing, no TensorFlow."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    summaries = []
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        position = 0
+        while position < len(data):  # each record: length (u64), its crc, the event, the event's crc
+            (length,) = struct.unpack("<Q", data[position:position + 8])
+            event = event_pb2.Event.FromString(data[position + 12:position + 12 + length])
+            position += 12 + length + 4
+            for value in event.summary.value:
+                summaries.append((event.step, value.tag, "image" if value.HasField("image") else "scalar"))
+    return summaries
+
+
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> str:
     return write_idx_dataset(str(tmp_path_factory.mktemp("idx_data")))

@@ -1,5 +1,6 @@
 """The config contract: the shipped configs are valid, and bad values fail in one clear line."""
 
+import ml_collections
 import pytest
 
 from conftest import load_experiment
@@ -93,3 +94,62 @@ def test_cadences_must_be_multiples_of_steps_per_call():
         config_lib.validate(config)
     config.log_every = 200
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"loss": "wgan_gp"}, "loss='wgan_gp' needs a D without BatchNorm"),
+    ({"r1_gamma": 1.0}, "r1_gamma > 0 needs a D without BatchNorm"),
+    ({"ema_start": 100}, "ema_start=100 has no effect without an EMA"),
+    ({"gp_weight": 5.0}, "gp_weight=5.0 has no effect with config.loss='ns'"),
+    ({"ema_decay": 1.5}, "ema_decay=1.5 is invalid"),
+    ({"d_steps": 0}, "d_steps=0 is invalid"),
+    ({"loss": "wasserstein"}, "loss='wasserstein' is invalid"),
+    ({"model.d_norm": "layer"}, "d_norm='layer' is invalid"),
+])
+def test_combinations_that_make_no_sense_are_refused(overrides, message):
+    config = load_experiment("mnist")
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        with target.ignore_type():
+            target[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_the_same_tools_in_sensible_combinations_are_accepted():
+    config = load_experiment("mnist")
+    config.loss, config.r1_gamma, config.gp_weight, config.model.d_norm = "wgan_gp", 0.5, 5.0, "spectral"
+    config.ema_decay, config.ema_start, config.d_steps = 1.0, 100, 5
+    config_lib.validate(config)
+
+
+def test_an_epoch_is_a_pass_over_the_data_whatever_d_steps():
+    config = load_experiment("mnist")
+    config.d_steps = 2
+    assert config_lib.steps_per_epoch(config, 60000) == 468  # 60000 // (64 * 2)
+    assert config_lib.total_steps(config, 60000) == 20 * 468
+    with pytest.raises(ConfigError, match=r"batch_size=64 x config.d_steps=2 is larger than the 100"):
+        config_lib.steps_per_epoch(config, 100)
+
+
+def test_older_runs_configs_get_the_defaults_that_reproduce_them():
+    """A config.json written before a key existed is read with the value that meant the old behaviour."""
+    config = load_experiment("mnist")
+    old = config.to_dict()
+    for key in config_lib.ADDED_KEYS:
+        *parents, leaf = key.split(".")
+        target = old
+        for parent in parents:
+            target = target[parent]
+        del target[leaf]
+    with pytest.raises(ConfigError, match="missing config key"):
+        config_lib.validate(ml_collections.ConfigDict(old))
+    upgraded = config_lib.with_defaults_for_older_runs(ml_collections.ConfigDict(old))
+    config_lib.validate(upgraded)
+    assert config_lib.flatten(upgraded) == config_lib.flatten(config)  # the shipped defaults, too
+    # Keys the config has are kept, not reset.
+    config.loss = "hinge"
+    assert config_lib.with_defaults_for_older_runs(config).loss == "hinge"

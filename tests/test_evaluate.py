@@ -25,11 +25,12 @@ _TRAINED: dict[str, str] = {}
 
 
 def trained_workdir(tmp_path_factory, idx_dir: str) -> str:
-    """A tiny run (6 steps, checkpoints at 4 and 6), trained once per session for all tests using it."""
+    """A tiny run (6 steps, checkpoints at 4 and 6) keeping an EMA generator, trained once per
+    session for all tests using it."""
     if "workdir" not in _TRAINED:
         from gan_jax.train import train_and_evaluate
         workdir = str(tmp_path_factory.mktemp("evaluated_run"))
-        train_and_evaluate(tiny_config(idx_dir), workdir)
+        train_and_evaluate(tiny_config(idx_dir, ema_decay=0.5), workdir)
         _TRAINED["workdir"] = workdir
     return _TRAINED["workdir"]
 
@@ -57,7 +58,8 @@ def _one_error_line(stderr: str) -> str:
 def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
     step, result = evaluated
     assert step == 6  # the latest checkpoint
-    assert set(result) == set(evaluate.METRIC_KEYS)
+    assert set(result) == set(evaluate.METRIC_KEYS) | {"generator"}
+    assert result["generator"] == "ema"  # the run keeps one: it is the default
     assert result["fid"] >= 0 and math.isfinite(result["kid"]) and result["kid_std"] >= 0
     assert 1 - 1e-9 <= result["score"] <= 10 and result["score_std"] >= 0
     for name in ("precision", "recall", "d_acc"):
@@ -85,10 +87,27 @@ def test_evaluation_is_deterministic_and_picks_the_step(workdir, evaluated):
 def test_training_evaluator_scores_the_generator(workdir):
     run = evaluate.load_run(workdir)
     evaluate_generator = evaluate.make_training_evaluator(run.config, workdir, num_samples=32)
-    result = evaluate_generator(run.state.generator)
-    assert set(result) == {"eval_fid", "eval_kid", "eval_score"}
+    result = evaluate_generator(run.state)
+    assert set(result) == {f"eval_{name}{suffix}" for name in ("fid", "kid", "score")
+                           for suffix in ("", "_ema")}
     assert all(isinstance(v, float) and math.isfinite(v) for v in result.values())
-    assert evaluate_generator(run.state.generator) == result  # fixed noise
+    assert evaluate_generator(run.state) == result  # fixed noise
+    without_ema = evaluate_generator(run.state.replace(generator_ema=None))
+    assert without_ema == {k: v for k, v in result.items() if not k.endswith("_ema")}
+
+
+def test_the_ema_generator_is_the_default_and_noema_picks_the_raw_one(workdir, evaluated):
+    _, with_ema = evaluated
+    step, raw = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, use_ema=False)
+    assert raw["generator"] == "raw" and raw["fid"] != with_ema["fid"]
+    with open(os.path.join(workdir, "eval", "step_0000006_raw.json")) as f:
+        assert json.load(f)["fid"] == raw["fid"]
+    # The default really samples the EMA variables the checkpoint holds.
+    run = evaluate.load_run(workdir)
+    noise = evaluate.latent_noise(0, NUM_SAMPLES, run.config.latent_dim)
+    ema_images = evaluate.generate_images(run.gan, dict(run.state.generator_ema), noise)
+    test_images = input_pipeline.load_split(run.config.data, "test").images
+    assert evaluate.evaluate_samples(ema_images, "mnist", test_images)["fid"] == with_ema["fid"]
 
 
 # --- Scoring images and the reference cache ------------------------------------------------------------
@@ -144,7 +163,7 @@ def test_samples_cli_scores_uint8_and_float_images_alike(workdir, idx_dir, tmp_p
     """The real entry point on uint8 (N, 28, 28), in-process on the same images as float (N, 28, 28, 1)."""
     run = evaluate.load_run(workdir)
     noise = evaluate.latent_noise(5, 20, run.config.latent_dim)
-    pixels = plots.to_uint8(evaluate.generate_images(run.gan, run.state.generator, noise))
+    pixels = plots.to_uint8(evaluate.generate_images(run.gan, run.generator_variables(), noise))
     np.save(tmp_path / "uint8.npy", pixels[..., 0])
     np.save(tmp_path / "float.npy", np.asarray(input_pipeline.to_model_range(pixels)))
     result = subprocess.run(

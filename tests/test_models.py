@@ -70,3 +70,53 @@ def test_widths_come_from_the_config():
     state = create_train_state(GAN.from_config(config), seed=0)
     assert state.generator.params["ConvTranspose_0"]["kernel"].shape == (7, 7, 10, 16)
     assert state.discriminator.params["Conv_1"]["kernel"].shape == (4, 4, 4, 8)
+
+
+@pytest.mark.parametrize("norm", ["spectral", "none"])
+def test_discriminator_without_batch_norm(norm):
+    """Without BatchNorm, D loses its 2 x 128 scale and shift; spectral normalization keeps one
+    power-iteration vector and sigma per weight matrix as statistics."""
+    config = load_experiment("mnist")
+    config.model.d_norm = norm
+    state = create_train_state(GAN.from_config(config), seed=0)
+    assert count_params(state.discriminator.params) == 138_817 - 256
+    assert "BatchNorm_0" not in state.discriminator.params
+    stats = jax.tree_util.tree_flatten_with_path(state.discriminator.batch_stats)[0]
+    names = sorted("/".join(str(k.key) for k in path) for path, _ in stats)
+    if norm == "none":
+        assert names == []
+    else:
+        assert names == [f"SpectralNorm_{i}/{layer}/kernel/{v}" for i, layer in
+                         enumerate(["Conv_0", "Conv_1", "Dense_0"]) for v in ("sigma", "u")]
+
+
+def test_spectral_norm_divides_each_weight_by_its_largest_singular_value():
+    """Power iteration in training mode converges to numpy's largest singular value, and D then
+    computes with the weights divided by it."""
+    d = GAN.from_config(_with(load_experiment("mnist"), d_norm="spectral")).discriminator
+    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1), minval=-1, maxval=1)
+    variables = d.init(jax.random.key(1), x, train=False)
+    apply = jax.jit(lambda v: d.apply(v, x, train=True, mutable=["batch_stats"]))
+    for _ in range(300):  # one power iteration per call; slow when the top singular values are close
+        _, updates = apply(variables)
+        variables = {**variables, **updates}
+    for i, layer in enumerate(["Conv_0", "Conv_1", "Dense_0"]):
+        kernel = np.asarray(variables["params"][layer]["kernel"])
+        largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+        sigma = float(variables["batch_stats"][f"SpectralNorm_{i}"][f"{layer}/kernel/sigma"])
+        assert sigma == pytest.approx(largest, rel=1e-3), layer
+    # The same D with every kernel pre-divided by its sigma and no normalization computes the same.
+    plain = GAN.from_config(_with(load_experiment("mnist"), d_norm="none")).discriminator
+    params = jax.tree.map(lambda p: p, variables["params"])
+    for i, layer in enumerate(["Conv_0", "Conv_1", "Dense_0"]):
+        sigma = variables["batch_stats"][f"SpectralNorm_{i}"][f"{layer}/kernel/sigma"]
+        params[layer] = {**params[layer], "kernel": params[layer]["kernel"] / sigma}
+    np.testing.assert_allclose(d.apply(variables, x, train=False), plain.apply({"params": params}, x,
+                                                                                train=False),
+                               rtol=2e-3, atol=1e-5)
+
+
+def _with(config, **model):
+    for key, value in model.items():
+        config.model[key] = value
+    return config

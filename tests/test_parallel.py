@@ -92,6 +92,30 @@ def test_n_devices_train_what_one_device_trains(one_device_trajectory, idx_dir, 
         assert all(np.array_equal(s, shards[0]) for s in shards)
 
 
+@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
+def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):
+    """Losses, penalties, spectral normalization, several D updates and the EMA: each of the first
+    steps on 4 devices, from the one-device state before it, gives the one-device result."""
+    from test_train import ALL_TOOLS
+    config = tiny_config(idx_dir, batch_size=BATCH, **ALL_TOOLS)
+    one = parallel.DataParallel(config)
+    four = parallel.DataParallel(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel=mode,
+                                             **ALL_TOOLS))
+    state = create_train_state(one.gan, seed=0)
+    orders = input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
+    one_data, four_data = one.put_data(orders), four.put_data(orders)
+    host = parallel.to_host(state)
+    for _ in range(3):
+        expected, expected_metrics = one.train_step(one.put_state(host), one_data)
+        got, got_metrics = four.train_step(four.put_state(host), four_data)
+        host = one.get_state(expected)
+        assert_same_training(four.get_state(got), host, gauge_atol=_lr_bound(config, 3))
+        (expected_metrics,), (got_metrics,) = one.get_metrics(expected_metrics), four.get_metrics(got_metrics)
+        assert set(got_metrics) == {"d_loss", "g_loss", "d_real", "d_fake", "d_gp", "d_r1"}
+        for name in expected_metrics:
+            assert abs(float(got_metrics[name]) - float(expected_metrics[name])) < TOLERANCE, name
+
+
 def test_pmap_and_shard_map_agree_bitwise(idx_dir, images):
     pmapped, _, _ = run_steps(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel="pmap"),
                               images, 5)

@@ -1,5 +1,6 @@
 """The pure steps: what each one changes, determinism, and the losses' definitions."""
 
+import dataclasses
 import functools
 
 import jax
@@ -8,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config, trees_equal
+from conftest import assert_same_training, tiny_config, trees_equal
 from gan_jax import input_pipeline, steps
+from gan_jax.parallel import to_host
 from gan_jax.state import GAN, create_train_state
 
 
@@ -57,16 +59,6 @@ def test_same_key_same_result_other_key_other_result(setup):
     assert float(ma["d_loss"]) != float(mc["d_loss"])
 
 
-def test_losses_are_bce_on_logits():
-    real_logits, fake_logits = jnp.array([2.0, -1.0]), jnp.array([0.5, -3.0])
-    bce = lambda x, y: -(y * jnp.log(jax.nn.sigmoid(x)) + (1 - y) * jnp.log(1 - jax.nn.sigmoid(x)))  # noqa
-    expected_d = (bce(real_logits, 1).mean() + bce(fake_logits, 0).mean()) / 2
-    np.testing.assert_allclose(steps.discriminator_loss(real_logits, fake_logits), expected_d, rtol=1e-6)
-    np.testing.assert_allclose(steps.generator_loss(fake_logits), bce(fake_logits, 1).mean(), rtol=1e-6)
-    # Logits, not probabilities: a very confident D still gives a finite loss.
-    assert np.isfinite(float(steps.generator_loss(jnp.array([-200.0]))))
-
-
 def test_cycle_term_adds_weighted_l1_to_the_generator_loss(setup, idx_dir):
     gan, state, real, _, g_step = setup
     weighted = GAN.from_config(tiny_config(idx_dir, cycle_weight=0.5))
@@ -77,6 +69,134 @@ def test_cycle_term_adds_weighted_l1_to_the_generator_loss(setup, idx_dir):
                                   train=True, mutable=["batch_stats"])
     expected = float(plain["g_loss"]) + 0.5 * float(steps.cycle_loss(real, fake))
     assert float(with_cycle["g_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def _logits_of_a_d_step(gan, state, real, key):
+    """What d_step's D sees: its logits on the real batch and on G(z) (D's statistics as it sees them)."""
+    fake, _ = gan.generator.apply(state.generator.variables(), steps.sample_noise(gan, key), train=True,
+                                  mutable=["batch_stats"])
+    variables = state.discriminator.variables()
+    real_logits, updates = gan.discriminator.apply(variables, real, train=True, mutable=["batch_stats"])
+    variables = {**variables, **updates}
+    fake_logits, _ = gan.discriminator.apply(variables, fake, train=True, mutable=["batch_stats"])
+    return real_logits, fake_logits
+
+
+@pytest.mark.parametrize("overrides, penalty", [
+    ({"loss": "hinge"}, None),
+    ({"loss": "ls"}, None),
+    ({"loss": "wgan_gp", "model.d_norm": "none"}, "d_gp"),
+    ({"r1_gamma": 2.0, "model.d_norm": "spectral"}, "d_r1"),
+])
+def test_d_step_uses_the_configured_loss(idx_dir, overrides, penalty):
+    """d_loss is the loss module's D loss of D's logits, plus the weighted penalty; d_real and d_fake
+    are D's raw mean scores for the losses other than ns."""
+    from gan_jax import losses
+    config = tiny_config(idx_dir, **overrides)
+    gan = GAN.from_config(config)
+    state = create_train_state(gan, seed=0)
+    real = jax.random.uniform(jax.random.key(7), (gan.batch_size, 28, 28, 1), minval=-1, maxval=1)
+    key = jax.random.key(1)
+    new, metrics = jax.jit(functools.partial(steps.d_step, gan=gan))(state, real, key)
+    real_logits, fake_logits = _logits_of_a_d_step(gan, state, real, key)
+    expected = float(losses.discriminator_loss(config.loss, real_logits, fake_logits))
+    weight = {"d_gp": config.gp_weight, "d_r1": config.r1_gamma / 2, None: 0}[penalty]
+    if penalty:
+        assert float(metrics[penalty]) > 0
+        expected += weight * float(metrics[penalty])
+    assert set(metrics) == {"d_loss", "d_real", "d_fake"} | ({penalty} if penalty else set())
+    assert float(metrics["d_loss"]) == pytest.approx(expected, rel=1e-5)
+    output = losses.discriminator_output(config.loss, real_logits)
+    assert float(metrics["d_real"]) == pytest.approx(float(output.mean()), rel=1e-5)
+    if config.loss != "ns":  # the raw score, not a probability
+        assert np.array_equal(output, real_logits)
+    assert trees_equal(new.generator, state.generator)
+    assert not trees_equal(new.discriminator.params, state.discriminator.params)
+
+
+def test_g_step_uses_the_configured_loss(idx_dir):
+    from gan_jax import losses
+    gan = GAN.from_config(tiny_config(idx_dir, loss="hinge"))
+    state = create_train_state(gan, seed=0)
+    key = jax.random.key(2)
+    _, metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(state, None, key)
+    fake, _ = gan.generator.apply(state.generator.variables(), steps.sample_noise(gan, key), train=True,
+                                  mutable=["batch_stats"])
+    logits, _ = gan.discriminator.apply(state.discriminator.variables(), fake, train=True,
+                                        mutable=["batch_stats"])
+    assert float(metrics["g_loss"]) == pytest.approx(float(losses.generator_loss("hinge", logits)), rel=1e-5)
+
+
+def test_d_steps_updates_d_on_consecutive_batches_with_their_own_noise(idx_dir):
+    """With d_steps=2 a step is d_step(batch 2s), d_step(batch 2s+1), g_step, each with its own key;
+    D's metrics are the mean of its two updates."""
+    gan = GAN.from_config(tiny_config(idx_dir, d_steps=2))
+    state = create_train_state(gan, seed=0).replace(step=jnp.int32(1))
+    images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    data = train_data(images, state)
+    stepped, metrics = jax.jit(functools.partial(steps.train_step, gan=gan))(state, data)
+
+    indices = input_pipeline.batch_from_orders(data.orders, state.step, 2 * gan.batch_size)
+    batches = [input_pipeline.to_model_range(images[indices[i * 8:(i + 1) * 8]]) for i in (0, 1)]
+    assert np.array_equal(indices, np.asarray(data.orders[0][16:32]))  # step 1 of 2 per epoch
+    _, noise_key = steps.split_train_key(state.key)
+    keys = jax.random.split(jax.random.fold_in(noise_key, state.step), 3)
+    d_step = jax.jit(functools.partial(steps.d_step, gan=gan))
+    manual, first = d_step(state, batches[0], keys[0])
+    manual, second = d_step(manual, batches[1], keys[1])
+    manual, g_metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(manual, batches[1], keys[2])
+    # One compiled step vs three: the same computation up to how XLA fuses it.
+    assert_same_training(to_host(stepped.replace(step=state.step)), to_host(manual), gauge_atol=1e-3)
+    assert int(stepped.step) == 2
+    for name in first:
+        assert float(metrics[name]) == pytest.approx((float(first[name]) + float(second[name])) / 2,
+                                                     rel=1e-5)
+    assert float(metrics["g_loss"]) == pytest.approx(float(g_metrics["g_loss"]), rel=1e-5)
+
+
+def _perturbed(state):
+    """`state` with G's parameters and statistics moved, as if it had trained."""
+    moved = jax.tree.map(lambda x: x + 0.5, state.generator.variables())
+    return state.replace(generator=state.generator.replace(**moved))
+
+
+def test_ema_decay_zero_copies_the_generator_and_one_keeps_the_start(idx_dir):
+    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.5))
+    start = create_train_state(gan, seed=0)
+    assert trees_equal(start.generator_ema, start.generator.variables())
+    moved = _perturbed(start)
+    for decay, expected in ((0.0, moved.generator.variables()), (1.0, start.generator_ema)):
+        averaged = steps.update_ema(moved, gan=dataclasses.replace(gan, ema_decay=decay))
+        assert trees_equal(averaged.generator_ema, expected)
+    half = steps.update_ema(moved, gan=gan).generator_ema
+    np.testing.assert_allclose(half["params"]["ConvTranspose_0"]["bias"],
+                               start.generator.params["ConvTranspose_0"]["bias"] + 0.25, rtol=1e-6)
+
+
+def test_ema_copies_the_generator_until_ema_start(idx_dir):
+    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.9, ema_start=3))
+    moved = _perturbed(create_train_state(gan, seed=0))
+    before = steps.update_ema(moved.replace(step=jnp.int32(2)), gan=gan)
+    assert trees_equal(before.generator_ema, moved.generator.variables())
+    after = steps.update_ema(moved.replace(step=jnp.int32(3)), gan=gan)
+    assert not trees_equal(after.generator_ema, moved.generator.variables())
+
+
+def test_train_step_keeps_the_ema_and_samples_from_it(idx_dir):
+    """Through the real step: with decay 0 the average is G itself, bit for bit, after each step."""
+    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.9))
+    state = create_train_state(gan, seed=0)
+    images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    data = train_data(images, state)
+    copy = jax.jit(functools.partial(steps.train_step, gan=dataclasses.replace(gan, ema_decay=0.0,
+                                                                                ema_start=0)))
+    # decay 0.0 in a GAN that still keeps an average (the state has one): it copies G.
+    copied, _ = copy(state, data)
+    assert trees_equal(copied.generator_ema, copied.generator.variables())
+    averaged, _ = jax.jit(functools.partial(steps.train_step, gan=gan))(state, data)
+    assert not trees_equal(averaged.generator_ema["params"], averaged.generator.params)
+    assert trees_equal(averaged.sampling_variables(), averaged.generator_ema)
+    assert trees_equal(averaged.sampling_variables(use_ema=False), averaged.generator.variables())
 
 
 def test_train_step_advances_and_is_deterministic(setup):
@@ -107,8 +227,6 @@ def test_adam_uses_the_configured_hyperparameters(idx_dir):
 @pytest.mark.parametrize("unroll", [True, False])
 def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
     """steps_per_call only changes how steps are dispatched: same results to float32 rounding."""
-    from conftest import assert_same_training
-    from gan_jax.parallel import to_host
     gan, state, _, _, _ = setup
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     data = train_data(images, state)  # 4 steps of batch 8 per epoch: the call crosses into epoch 1
@@ -127,8 +245,6 @@ def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
 
 def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
     """The generator's conv-transpose implementation is one config field with the same parameters."""
-    from conftest import assert_same_training
-    from gan_jax.parallel import to_host
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     results = {}
     for impl in ("fast", "xla"):

@@ -8,8 +8,10 @@ import signal
 import jax.numpy as jnp
 import pytest
 
-from conftest import tiny_config, trees_equal
-from gan_jax import cli, parallel, steps, train
+from PIL import Image
+
+from conftest import read_tensorboard, tiny_config, trees_equal
+from gan_jax import cli, losses, parallel, train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.logging_utils import read_metrics
 
@@ -115,7 +117,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(interrupted, idx_dir,
                                                            monkeypatch):
     workdir = str(tmp_path / "nan")
     shutil.copytree(interrupted, workdir)
-    monkeypatch.setattr(steps, "generator_loss", lambda logits: jnp.full((), jnp.nan))
+    monkeypatch.setattr(losses, "generator_loss", lambda kind, logits: jnp.full((), jnp.nan))
     with pytest.raises(NonFiniteLossError, match="g_loss became nan at step 4.*step 3") as info:
         train.train_and_evaluate(tiny_config(idx_dir), workdir)
     assert "\n" not in str(info.value)
@@ -177,12 +179,66 @@ def test_steps_per_call_trains_like_single_steps(reference, idx_dir, tmp_path):
             assert ra[name] == pytest.approx(rb[name], abs=1e-5)
 
 
-def test_eval_every_logs_sample_quality(idx_dir, tmp_path):
-    train.train_and_evaluate(tiny_config(idx_dir, eval_every=3), str(tmp_path))
-    records = read_metrics(os.path.join(str(tmp_path), "metrics.jsonl"))
+def test_eval_every_logs_sample_quality_of_both_generators(idx_dir, tmp_path):
+    workdir = str(tmp_path)
+    train.train_and_evaluate(tiny_config(idx_dir, eval_every=3, ema_decay=0.5), workdir)
+    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in records] == [2, 3, 4, 6]
     evaluated = {r["step"]: r for r in records if "eval_fid" in r}
     assert sorted(evaluated) == [3, 6]  # every 3 steps, and always the last
     for record in evaluated.values():
-        assert record["eval_fid"] > 0 and 1 <= record["eval_score"] <= 10 and "eval_kid" in record
-    assert "steps_per_s" not in records[1]  # step 3 is an evaluation, not a log step
+        for suffix in ("", "_ema"):
+            assert record[f"eval_fid{suffix}"] > 0 and 1 <= record[f"eval_score{suffix}"] <= 10
+            assert f"eval_kid{suffix}" in record
+        assert record["eval_fid"] != record["eval_fid_ema"]
+    # Step 3 is an evaluation, not a log step: no losses, no speed.
+    assert "steps_per_s" not in records[1] and "d_loss" not in records[1]
+    assert Image.open(os.path.join(workdir, "quality.png")).format == "PNG"
+    # TensorBoard holds the sample grid of every sample step and the evaluations.
+    summaries = read_tensorboard(os.path.join(workdir, "tensorboard"))
+    assert [(step, tag) for step, tag, kind in summaries if kind == "image"] == [(3, "samples"),
+                                                                                 (6, "samples")]
+    assert {(step, tag) for step, tag, _ in summaries if tag.startswith("eval_fid")} == {
+        (3, "eval_fid"), (3, "eval_fid_ema"), (6, "eval_fid"), (6, "eval_fid_ema")}
+
+
+def test_a_log_record_is_the_mean_of_the_steps_since_the_previous_one(reference, idx_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(idx_dir, log_every=1), str(tmp_path))
+    every_step = numeric_metrics(str(tmp_path))
+    every_other = numeric_metrics(reference[0])  # log_every=2
+    assert [r["step"] for r in every_step] == [1, 2, 3, 4, 5, 6]
+    for record in every_other:
+        pair = [r for r in every_step if record["step"] - 2 < r["step"] <= record["step"]]
+        for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+            assert record[name] == pytest.approx((pair[0][name] + pair[1][name]) / 2, rel=1e-12)
+
+
+# Every quality tool of the config at once: the guarantees of the tutorial's setup hold for them too.
+ALL_TOOLS = {"loss": "wgan_gp", "gp_weight": 5.0, "r1_gamma": 1.0, "model.d_norm": "spectral",
+             "d_steps": 2, "ema_decay": 0.9, "ema_start": 2}
+
+
+@pytest.fixture(scope="module")
+def all_tools_reference(idx_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("all_tools"))
+    return workdir, train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
+
+
+def test_every_quality_tool_reruns_bit_identically(all_tools_reference, idx_dir, tmp_path):
+    workdir, state = all_tools_reference
+    assert state.generator_ema is not None and "d_gp" in numeric_metrics(workdir)[0]
+    again = train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), str(tmp_path))
+    assert trees_equal(again, state)
+    assert numeric_metrics(str(tmp_path)) == numeric_metrics(workdir)
+
+
+def test_every_quality_tool_resumes_bit_identically(all_tools_reference, idx_dir, tmp_path):
+    workdir = str(tmp_path)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _interrupt_after(monkeypatch, 3)
+        with pytest.raises(train.Interrupted, match="interrupted at step 3"):
+            train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
+    resumed = train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
+    reference_dir, reference_state = all_tools_reference
+    assert trees_equal(resumed, reference_state)
+    assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
