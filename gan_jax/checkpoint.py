@@ -11,20 +11,55 @@ checkpoints only.
 On disk the state is a dict of its fields without the optional ones that are None (`generator_ema`
 of a run without EMA), so a checkpoint of such a run is exactly what versions before the field wrote,
 and each version reads the other's.
+
+A checkpoint that does not restore completely (a damaged file, a copy cut short) is skipped for the
+newest one that does, with a warning naming it and why (`restore_newest`). Training sets it aside as
+`<step>.damaged` in the same folder, where orbax neither counts it as a checkpoint nor deletes it
+when it rotates the kept ones; the files stay for the user to inspect.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from gan_jax.errors import CheckpointError
+from gan_jax.logging_utils import logger
 from gan_jax.state import TrainState
+
+DAMAGED_SUFFIX = ".damaged"
+# What reading a damaged checkpoint raises: orbax and tensorstore report unreadable, truncated or
+# corrupt files as ValueError (e.g. "OUT_OF_RANGE: Error reading ... in OCDBT database") or OSError,
+# malformed metadata as KeyError/TypeError/ValueError.
+_READ_ERRORS = (ValueError, OSError, KeyError, TypeError, EOFError, RuntimeError)
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint exists but does not restore completely."""
+
+    def __init__(self, directory: str, step: int, reason: str):
+        super().__init__(f"checkpoint at step {step} in {directory} is damaged: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class Restored(NamedTuple):
+    """A restored checkpoint: the host state, what was saved with it (`save`'s `extra`), its step."""
+
+    state: TrainState
+    extra: dict[str, Any]
+    step: int
+
+
+def _reason(error: BaseException) -> str:
+    """An orbax/tensorstore error on one short line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def abstract_host_state(abstract_state: TrainState) -> TrainState:
@@ -71,20 +106,78 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState | None:
-        """The host state saved at `step` (default: the latest), or None when the folder holds none.
+        """The host state saved at `step` (default: the newest that restores), or None without any.
 
         Args:
           abstract_state: shapes and dtypes of the host state to restore (see `abstract_host_state`).
-          step: which checkpoint; the latest by default.
+          step: which checkpoint; by default the newest that restores completely (see
+            `restore_newest`; damaged ones are only skipped here, not set aside).
 
         Raises:
-          CheckpointError: the checkpoint's shapes differ from `abstract_state`'s (another config).
+          CheckpointError: no checkpoint at `step`; the checkpoint's shapes differ from
+            `abstract_state`'s (another config); or (DamagedCheckpointError) it is damaged.
         """
-        step = self.latest_step() if step is None else step
         if step is None:
-            return None
-        saved = _shapes(self._manager.item_metadata(step).tree)
+            restored = self.restore_newest(abstract_state)
+            return None if restored is None else restored.state
+        if step not in self._manager.all_steps():
+            steps = self.all_steps()
+            raise CheckpointError(f"no checkpoint at step {step} in {self.directory} (it holds "
+                                  f"{', '.join(map(str, steps)) or 'none'})")
+        return self._restore_step(abstract_state, step).state
+
+    def restore_newest(self, abstract_state: TrainState, set_aside: bool = False) -> Restored | None:
+        """The newest checkpoint that restores completely; None when the folder holds none.
+
+        Each damaged checkpoint passed over on the way is logged as a warning naming it and why and,
+        with `set_aside` (training does this; readers do not), renamed to `<step>.damaged`.
+
+        Raises:
+          CheckpointError: every checkpoint is damaged (the message lists them), or the newest good
+            one does not fit `abstract_state` (another config).
+        """
+        damaged = []
+        restored = None
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self._restore_step(abstract_state, step)
+                break
+            except DamagedCheckpointError as e:
+                logger.warning("skipping %s", e)
+                damaged.append(e)
+        if set_aside and damaged:
+            self._set_aside([e.step for e in damaged])
+        if restored is None and damaged:
+            listed = "; ".join(f"step {e.step}: {e.reason}" for e in damaged)
+            raise CheckpointError(f"no checkpoint in {self.directory} restores ({listed}); start "
+                                  f"afresh in another --workdir")
+        return restored
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames damaged checkpoints to <step>.damaged (process 0; every process then re-lists)."""
+        if jax.process_index() == 0:
+            for step in steps:
+                source = os.path.join(self.directory, str(step))
+                target, n = source + DAMAGED_SUFFIX, 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{source}{DAMAGED_SUFFIX}-{n}"
+                os.rename(source, target)
+                logger.warning("set the damaged checkpoint aside as %s", target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("gan_jax: damaged checkpoints set aside")
+        self._manager.reload()
+
+    def _restore_step(self, abstract_state: TrainState, step: int) -> Restored:
+        try:
+            saved = _shapes(self._manager.item_metadata(step).tree)
+        except _READ_ERRORS as e:
+            raise DamagedCheckpointError(self.directory, step, _reason(e)) from None
         wanted = _shapes(_on_disk(abstract_state))
         if saved != wanted:
             differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
@@ -95,8 +188,12 @@ class Checkpointer:
                 f"config gives {wanted.get(first, 'absent')}); use another --workdir")
         # numpy targets restore as numpy, on every process, with the optax state types of the target.
         target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _on_disk(abstract_state))
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        return abstract_state.replace(**restored)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+            extra = dict(self._manager.metadata(step).custom_metadata or {})
+        except _READ_ERRORS as e:
+            raise DamagedCheckpointError(self.directory, step, _reason(e)) from None
+        return Restored(abstract_state.replace(**restored), extra, step)
 
     def save(self, host_state: TrainState, extra: dict[str, Any] | None = None) -> None:
         """Starts an asynchronous save of the host state at its step (no-op if already saved).
@@ -104,17 +201,13 @@ class Checkpointer:
         Args:
           host_state: the state to save.
           extra: small JSON-able data saved with it (in the step's metadata), e.g. the training
-            loop's unlogged metric sums; `extra(step)` reads it back.
+            loop's unlogged metric sums; `restore_newest` gives it back.
         """
         step = int(host_state.step)
         if step in self._manager.all_steps():
             return
         self._manager.save(step, args=ocp.args.StandardSave(_on_disk(host_state)), force=True,
                            custom_metadata=extra or {})
-
-    def extra(self, step: int) -> dict[str, Any]:
-        """What `save` was given as `extra` for `step` ({} for checkpoints saved without)."""
-        return dict(self._manager.metadata(step).custom_metadata or {})
 
     def wait(self) -> None:
         """Blocks until every started save is complete on disk."""

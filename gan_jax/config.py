@@ -95,6 +95,20 @@ ADDED_KEYS = {
 }
 
 
+# What a run is. Resuming with another value of one of these would continue as neither the old run nor a
+# new one, so `gan_jax.workdir.check_resume` refuses it; every other key (learning rates, loss weights,
+# cadences, lengths, devices, where the data is read from) may change between starts.
+RUN_DEFINING = ("seed", "batch_size", "latent_dim", "data.name", "model.g_width", "model.d_width",
+                "model.init_scheme", "model.d_norm", "model.compute_dtype", "loss", "d_steps")
+
+
+def defines_the_run(key: str, old: Any, new: Any) -> bool:
+    """Whether changing `key` from `old` to `new` makes another run (see RUN_DEFINING)."""
+    if key == "ema_decay":  # its value may change; turning the average on or off changes the state
+        return (old == 0) != (new == 0)
+    return key in RUN_DEFINING
+
+
 def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` with every key of ADDED_KEYS it lacks set to the value older versions implied."""
     config = ml_collections.ConfigDict(config.to_dict())

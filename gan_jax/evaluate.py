@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 import sys
@@ -47,6 +46,7 @@ from gan_jax import cli, files
 from gan_jax import config as config_lib
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import input_pipeline, metrics
+from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import CheckpointError, DataError, UserError
 from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE
@@ -340,15 +340,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     """
     if not os.path.isdir(workdir):
         raise CheckpointError(f"workdir {workdir} does not exist")
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    config = workdir_lib.read_config(workdir)
+    if config is None:
         raise CheckpointError(f"{workdir} holds no training run (no config.json)")
-    try:
-        with open(path) as f:
-            config = ml_collections.ConfigDict(json.load(f))
-    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
-        raise CheckpointError(f"cannot read {path}: {e}") from None
-    config = config_lib.with_defaults_for_older_runs(config)
     config_lib.validate(config)
     return config
 
@@ -358,13 +352,15 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
 
     Args:
       workdir: the run's folder, holding config.json and checkpoints/.
-      step: which checkpoint; None for the latest.
+      step: which checkpoint; None for the newest that restores (damaged ones are skipped with a
+        warning and left as they are: reading never changes a run's folder).
 
     Returns:
       The `RestoredRun`.
 
     Raises:
-      UserError: no run, no checkpoint (at that step), or a checkpoint that does not fit the config.
+      UserError: no run, no checkpoint (at that step), a damaged checkpoint at that step, or a
+        checkpoint that does not fit the config.
     """
     workdir = os.path.abspath(workdir)
     config = load_config(workdir)
@@ -375,14 +371,9 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
     gan = GAN.from_config(config)
     checkpointer = Checkpointer(checkpoint_dir, config.keep_checkpoints)
     try:
-        latest = checkpointer.latest_step()
-        if latest is None:
+        state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)), step)
+        if state is None:
             raise CheckpointError(f"{checkpoint_dir} holds no checkpoint")
-        try:
-            state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)), step)
-        except FileNotFoundError:
-            raise CheckpointError(f"no checkpoint at step {step} in {checkpoint_dir} "
-                                  f"(the latest is step {latest})") from None
     finally:
         checkpointer.close()
     return RestoredRun(workdir, config, gan, state, int(state.step))

@@ -68,8 +68,11 @@ class MetricsWriter:
         self._truncate_after(start_step)
         # Imported here: tensorboardX pulls in protobuf, which tests of other modules need not load.
         from tensorboardX import SummaryWriter
-        # purge_step hides events a previous, interrupted run wrote past the step we resume from.
-        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step)
+        # purge_step hides the events a previous, interrupted run wrote past the step we resume from:
+        # TensorBoard drops those at steps >= purge_step. The checkpoint's own step was logged
+        # before it was saved and is kept, so the purge starts one step later.
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                          purge_step=start_step + 1)
 
     def _truncate_after(self, step: int) -> None:
         """Drops records past `step`, left by a run that logged beyond its last checkpoint.

@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import cli, files, input_pipeline, parallel, plots, steps
+from gan_jax import cli, input_pipeline, parallel, plots, steps
+from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
 from gan_jax.logging_utils import MeanMetrics, MetricsWriter, Progress, logger
@@ -34,20 +35,6 @@ class Interrupted(Exception):
     def __init__(self, step: int, checkpoint_dir: str):
         super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}")
         self.step = step
-
-
-def prepare_workdir(workdir: str) -> str:
-    """Creates the workdir and checks it can be written, before any work is done."""
-    workdir = os.path.abspath(workdir)
-    try:
-        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-        probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # per process: hosts may share it
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
-    return workdir
 
 
 def _first_non_finite(window: list[dict[str, np.ndarray]], first_step: int) -> tuple[int, str, float] | None:
@@ -107,29 +94,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
     config_lib.validate(config)
     cli.request_deterministic_xla(config.deterministic)
     data_parallel = parallel.DataParallel(config)
-    workdir = prepare_workdir(workdir)
-    train_split = input_pipeline.load_split(config.data, "train")
-    num_examples = len(train_split.images)
-    steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
-    total_steps = config_lib.total_steps(config, num_examples)
-
-    gan = data_parallel.gan
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    workdir = workdir_lib.prepare(workdir)
+    is_first = jax.process_index() == 0
+    # One training process per workdir (process 0 stands for a distributed run), from here to the end.
+    lock = workdir_lib.Lock(workdir).acquire() if is_first else None
+    checkpointer = None
     try:
-        host_state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)))
-        if host_state is None:
-            host_state = parallel.to_host(create_train_state(gan, config.seed))
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+        # Before the data is read: a resume that would change what the run is fails at once.
+        previous = workdir_lib.read_config(workdir) if checkpointer.all_steps() else None
+        changes = workdir_lib.check_resume(previous, config) if previous is not None else {}
+        train_split = input_pipeline.load_split(config.data, "train")
+        num_examples = len(train_split.images)
+        steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
+        total_steps = config_lib.total_steps(config, num_examples)
+
+        gan = data_parallel.gan
+        restored = checkpointer.restore_newest(abstract_host_state(abstract_train_state(gan)),
+                                               set_aside=True)
+        if restored is None:
+            host_state, extra = parallel.to_host(create_train_state(gan, config.seed)), {}
         else:
-            logger.info("resuming from the checkpoint at step %d", int(host_state.step))
-        if jax.process_index() == 0:
+            host_state, extra = restored.state, restored.extra
+            logger.info("resuming from the checkpoint at step %d", restored.step)
+        if is_first:
             # Written only once the checkpoint is known to fit, so a refused resume changes nothing.
-            files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+            workdir_lib.record_config(workdir, config, int(host_state.step), changes)
         logger.info("training on %d %s device(s) (%s), global batch %d", data_parallel.num_devices,
                     jax.default_backend(), data_parallel.mode, config.batch_size)
-        host_state = _train_loop(config, workdir, data_parallel, host_state, train_split.images,
+        host_state = _train_loop(config, workdir, data_parallel, host_state, extra, train_split.images,
                                  checkpointer, steps_per_epoch, total_steps)
     finally:
-        checkpointer.close()
+        if checkpointer is not None:
+            checkpointer.close()
+        if lock is not None:
+            lock.release()
     return host_state
 
 
@@ -151,12 +150,40 @@ class _Throughput:
         return rate
 
 
-def _check_finite(window: list[dict[str, np.ndarray]], first_step: int, checkpointer) -> None:
-    bad = _first_non_finite(window, first_step)
-    if bad is not None:
-        raise NonFiniteLossError(
-            f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
-            f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
+class _HostMetrics:
+    """Brings each call's metrics to the host one call late, checks them, and feeds the log window.
+
+    Fetching the previous call's metrics right after the next call is dispatched costs no idle device
+    time (the device is busy with that next call), so a NaN or infinite loss stops the run within one
+    call of the step that produced it, and only sums, never a backlog of device arrays, are held
+    between log steps.
+    """
+
+    def __init__(self, data_parallel, checkpointer, outputs):
+        self._data_parallel, self._checkpointer, self._outputs = data_parallel, checkpointer, outputs
+        self._pending = None
+
+    def add(self, metrics, first_step: int) -> None:
+        """The device metrics of the call just dispatched, whose first step is `first_step`."""
+        previous, self._pending = self._pending, (metrics, first_step)
+        if previous is not None:
+            self._take(*previous)
+
+    def flush(self) -> None:
+        """Takes the last call's metrics too (waiting for it)."""
+        if self._pending is not None:
+            self._take(*self._pending)
+            self._pending = None
+
+    def _take(self, metrics, first_step: int) -> None:
+        per_step = self._data_parallel.get_metrics(metrics)
+        bad = _first_non_finite(per_step, first_step)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
+                f"checkpoint: step {self._checkpointer.latest_step()} in {self._checkpointer.directory}")
+        if self._outputs:
+            self._outputs.add(per_step)
 
 
 class _EpochData:
@@ -250,16 +277,16 @@ def _due(config, step: int, total_steps: int) -> dict[str, bool]:
             for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
 
 
-def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer, steps_per_epoch,
-                total_steps):
+def _train_loop(config, workdir, data_parallel, host_state, extra, images, checkpointer,
+                steps_per_epoch, total_steps):
     step = int(host_state.step)
     state = data_parallel.put_state(host_state)
     epoch_data = _EpochData(data_parallel, images, host_state.key, steps_per_epoch)
     outputs = (_Outputs(config, workdir, data_parallel.gan, step, total_steps, steps_per_epoch)
                if jax.process_index() == 0 else None)
-    if outputs and step:
-        outputs.resume(checkpointer.extra(step))
-    window, window_start = [], step + 1  # device metrics not yet checked on the host
+    if outputs:
+        outputs.resume(extra)
+    host_metrics = _HostMetrics(data_parallel, checkpointer, outputs)
     throughput, compiled = _Throughput(step), set()
     stopping = False
     try:
@@ -273,8 +300,8 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                 data = epoch_data.at(step)
                 call_start = time.perf_counter()
                 state, metrics = data_parallel.train_steps(num_steps)(state, data)
+                host_metrics.add(metrics, first_step=step + 1)
                 step += num_steps
-                window.append(metrics)
                 if num_steps not in compiled:
                     # A first call compiles: keep it out of steps/s, which reports training speed.
                     jax.block_until_ready(metrics)
@@ -291,14 +318,11 @@ def _train_loop(config, workdir, data_parallel, host_state, images, checkpointer
                     if outputs:
                         outputs.progress(step)
                     continue
-                # The only host syncs: at logging, sampling, evaluation and checkpoint steps.
-                host_window = [m for call in window for m in data_parallel.get_metrics(call)]
-                _check_finite(host_window, window_start, checkpointer)
-                window, window_start = [], step + 1
+                # The only waits for the device: at logging, sampling, evaluation and checkpoint steps.
+                host_metrics.flush()
                 host_state = data_parallel.get_state(state) if (
                     due.get("sample") or due.get("checkpoint") or due.get("eval") or stopping) else None
                 if outputs:
-                    outputs.add(host_window)
                     if due.get("log") or due.get("eval"):
                         rate = throughput.rate(step) if due.get("log") else None
                         outputs.write(step, rate, host_state, due.get("log"), due.get("eval"))

@@ -91,24 +91,39 @@ def assert_same_training(a, b, gauge_atol):
 
 
 
-def read_tensorboard(logdir: str) -> list[tuple[int, str, str]]:
-    """(step, tag, "scalar" or "image") of every summary in a TensorBoard folder's event files, in
-    file and write order; read with the event protobuf and the TFRecord framing, no TensorFlow."""
+def read_tensorboard(logdir: str) -> list[tuple[int, str, str, float | None]]:
+    """(step, tag, "scalar" or "image", value) of every summary TensorBoard shows from a folder's event
+    files, in write order; read with the event protobuf and the TFRecord framing, no TensorFlow.
+
+    As TensorBoard does, a SessionLog START event at step P (what `purge_step` writes) drops the
+    summaries read so far at steps >= P.
+    """
     import glob
     import struct
 
     from tensorboardX.proto import event_pb2
-    summaries = []
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    def events(path):
         with open(path, "rb") as f:
             data = f.read()
-        position = 0
+        position, events = 0, []
         while position < len(data):  # each record: length (u64), its crc, the event, the event's crc
             (length,) = struct.unpack("<Q", data[position:position + 8])
-            event = event_pb2.Event.FromString(data[position + 12:position + 12 + length])
+            events.append(event_pb2.Event.FromString(data[position + 12:position + 12 + length]))
             position += 12 + length + 4
-            for value in event.summary.value:
-                summaries.append((event.step, value.tag, "image" if value.HasField("image") else "scalar"))
+        return events
+
+    # In the order the runs wrote them: by the time of each file's first event.
+    files = sorted((events(p) for p in glob.glob(os.path.join(logdir, "events.out.tfevents.*"))),
+                   key=lambda file_events: file_events[0].wall_time)
+    summaries = []
+    for event in (event for file_events in files for event in file_events):
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            summaries = [s for s in summaries if s[0] < event.step]
+        for value in event.summary.value:
+            if value.HasField("image"):
+                summaries.append((event.step, value.tag, "image", None))
+            else:
+                summaries.append((event.step, value.tag, "scalar", value.simple_value))
     return summaries
 
 

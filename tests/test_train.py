@@ -102,6 +102,26 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(reference, int
     assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
 
 
+def _scalars(workdir):
+    """What TensorBoard shows of a run's scalars, but the wall-clock one."""
+    return [(step, tag, value) for step, tag, kind, value in
+            read_tensorboard(os.path.join(workdir, "tensorboard"))
+            if kind == "scalar" and tag != "steps_per_s"]
+
+
+def test_tensorboard_after_a_resume_holds_the_uninterrupted_runs_scalars(reference, idx_dir, tmp_path):
+    """Stopped at step 4, a log step: its scalars were written before the checkpoint and stay."""
+    workdir = str(tmp_path)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _interrupt_after(monkeypatch, 4)
+        with pytest.raises(train.Interrupted, match="interrupted at step 4"):
+            train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    train.train_and_evaluate(tiny_config(idx_dir), workdir)
+    scalars = _scalars(workdir)
+    assert sorted({step for step, _, _ in scalars}) == [2, 4, 6]
+    assert sorted(scalars) == sorted(_scalars(reference[0]))
+
+
 def test_resume_drops_metrics_logged_after_the_last_checkpoint(reference, idx_dir, tmp_path):
     """A run killed hard after logging step 6 but before saving it resumes from step 4 cleanly."""
     reference_dir, reference_state = reference
@@ -130,10 +150,16 @@ def test_incompatible_checkpoint_refused_and_nothing_overwritten(reference, idx_
     shutil.copytree(reference[0], workdir)
     with open(os.path.join(workdir, "config.json")) as f:
         before = f.read()
-    with pytest.raises(CheckpointError, match="does not fit this config"):
-        train.train_and_evaluate(tiny_config(idx_dir, **{"model.g_width": 16}), workdir)
+    wider = tiny_config(idx_dir, **{"model.g_width": 16})
+    with pytest.raises(ConfigError, match=r"defines another run \(model.g_width: 8 -> 16\)"):
+        train.train_and_evaluate(wider, workdir)
     with open(os.path.join(workdir, "config.json")) as f:
         assert f.read() == before
+    # Without config.json (a copied checkpoint folder, say) the checkpoint's shapes still say no.
+    os.remove(os.path.join(workdir, "config.json"))
+    with pytest.raises(CheckpointError, match="does not fit this config"):
+        train.train_and_evaluate(wider, workdir)
+    assert not os.path.exists(os.path.join(workdir, "config.json"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
 
 
@@ -196,9 +222,9 @@ def test_eval_every_logs_sample_quality_of_both_generators(idx_dir, tmp_path):
     assert Image.open(os.path.join(workdir, "quality.png")).format == "PNG"
     # TensorBoard holds the sample grid of every sample step and the evaluations.
     summaries = read_tensorboard(os.path.join(workdir, "tensorboard"))
-    assert [(step, tag) for step, tag, kind in summaries if kind == "image"] == [(3, "samples"),
-                                                                                 (6, "samples")]
-    assert {(step, tag) for step, tag, _ in summaries if tag.startswith("eval_fid")} == {
+    assert [(step, tag) for step, tag, kind, _ in summaries if kind == "image"] == [(3, "samples"),
+                                                                                    (6, "samples")]
+    assert {(step, tag) for step, tag, _, _ in summaries if tag.startswith("eval_fid")} == {
         (3, "eval_fid"), (3, "eval_fid_ema"), (6, "eval_fid"), (6, "eval_fid_ema")}
 
 

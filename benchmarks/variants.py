@@ -1,0 +1,31 @@
+"""The configurations the README's quality table compares: the tutorial's, each tool alone on top of it,
+and the tuned config. One place, read by `quality.py` (sample quality) and `step_cost.py` (step time).
+
+Each variant is a config file and the `--config.KEY=VALUE` overrides it adds. The penalties need a D
+without BatchNorm (`config.validate` refuses them with it), so their rows change `model.d_norm` too.
+"""
+
+from __future__ import annotations
+
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (config file relative to the repository, overrides); "{dataset}" is filled in per dataset.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "tutorial": ("experiments/{dataset}.py", []),
+    "ema": ("experiments/{dataset}.py", ["--config.ema_decay=0.999", "--config.ema_start=500"]),
+    "hinge": ("experiments/{dataset}.py", ["--config.loss=hinge"]),
+    "ls": ("experiments/{dataset}.py", ["--config.loss=ls"]),
+    "wgan_gp": ("experiments/{dataset}.py", ["--config.loss=wgan_gp", "--config.model.d_norm=none"]),
+    "r1": ("experiments/{dataset}.py", ["--config.r1_gamma=1.0", "--config.model.d_norm=none"]),
+    "spectral": ("experiments/{dataset}.py", ["--config.model.d_norm=spectral"]),
+    "d_steps2": ("experiments/{dataset}.py", ["--config.d_steps=2"]),
+    "tuned": ("experiments/{dataset}_tuned.py", []),
+}
+
+
+def config_args(name: str, dataset: str) -> list[str]:
+    """`--config FILE [--config.KEY=VALUE ...]` of a variant for a dataset ("mnist", "fashion_mnist")."""
+    path, overrides = VARIANTS[name]
+    return ["--config", os.path.join(REPO_ROOT, path.format(dataset=dataset)), *overrides]
