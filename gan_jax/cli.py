@@ -98,8 +98,23 @@ def parse_flags(argv: list[str]) -> list[str]:
     return remaining
 
 
+def _drop_closed_event_loop_callbacks(unraisable) -> None:
+    """sys.unraisablehook: drops what a failed orbax restore leaves behind, passes on the rest.
+
+    When orbax fails to read a damaged checkpoint it closes its asyncio loop while tensorstore still
+    has reads in flight; their completion callbacks then raise "Event loop is closed" from a C++
+    thread, which Python prints as unraisable tracebacks after our one-line error. They carry nothing
+    the error line does not say.
+    """
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def setup_logging() -> None:
     """Our own lines as plain "gan_jax: message"; library INFO chatter (orbax, absl) kept quiet."""
+    sys.unraisablehook = _drop_closed_event_loop_callbacks
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)

@@ -99,6 +99,10 @@ class MetricsWriter:
         """A grayscale image, uint8 (height, width), to TensorBoard."""
         self._tensorboard.add_image(name, image, step, dataformats="HW")
 
+    def flush(self) -> None:
+        """Puts every record so far on disk (the metrics file is; TensorBoard buffers)."""
+        self._tensorboard.flush()
+
     def close(self) -> None:
         self._tensorboard.close()
 

@@ -230,7 +230,9 @@ class _Outputs:
         self._means.add(step_metrics)
 
     def checkpoint_extra(self) -> dict:
-        """Saved with a checkpoint: the sums of the metrics not yet logged."""
+        """Saved with a checkpoint: the sums of the metrics not yet logged. Everything logged so far
+        is flushed first, so a run killed after the checkpoint resumes with all of it on disk."""
+        self._writer.flush()
         return {LOG_WINDOW: self._means.state()}
 
     def resume(self, extra: dict) -> None:

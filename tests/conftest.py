@@ -102,6 +102,7 @@ def read_tensorboard(logdir: str) -> list[tuple[int, str, str, float | None]]:
     import struct
 
     from tensorboardX.proto import event_pb2
+
     def events(path):
         with open(path, "rb") as f:
             data = f.read()
@@ -113,7 +114,8 @@ def read_tensorboard(logdir: str) -> list[tuple[int, str, str, float | None]]:
         return events
 
     # In the order the runs wrote them: by the time of each file's first event.
-    files = sorted((events(p) for p in glob.glob(os.path.join(logdir, "events.out.tfevents.*"))),
+    # (A writer killed before its first flush leaves an empty file.)
+    files = sorted(filter(None, (events(p) for p in glob.glob(os.path.join(logdir, "events.out.*")))),
                    key=lambda file_events: file_events[0].wall_time)
     summaries = []
     for event in (event for file_events in files for event in file_events):
@@ -151,7 +153,7 @@ def tiny_config(data_dir: str, **overrides):
     return config
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def python_env():
     """Environment for CLI subprocesses: this repo importable, output unbuffered."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
