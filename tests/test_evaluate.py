@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 
@@ -133,6 +134,24 @@ def test_reference_cache_is_reused_and_keyed_by_the_test_images(tmp_path):
     # A damaged cache is recomputed, not trusted.
     open(cache, "wb").write(b"not an npz")
     assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+
+
+def test_reference_cache_is_recomputed_for_other_evaluator_weights(tmp_path):
+    """The cache is keyed by the evaluator's weights too: statistics of one evaluator's feature space
+    are never read for another's."""
+    from gan_jax import evaluator as evaluator_lib
+    real = _random_uint8(16, 1)[..., None]
+    shipped = evaluate.load_evaluator("mnist")
+    retrained = evaluator_lib.Evaluator(
+        jax.tree.map(lambda p: p * 1.5, shipped.params), "mnist",
+        {**shipped.metadata, "params_sha256": "another evaluator's weights"})
+    cache = str(tmp_path / "reference_mnist.npz")
+    first = evaluate.reference_statistics(shipped, real, cache)
+    other = evaluate.reference_statistics(retrained, real, cache)
+    np.testing.assert_array_equal(other.features, retrained.features(real))
+    assert not np.allclose(other.features, first.features)
+    again = evaluate.reference_statistics(shipped, real, cache)
+    np.testing.assert_array_equal(again.features, first.features)
 
 
 def test_discriminator_logits_give_d_acc():

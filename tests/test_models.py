@@ -28,9 +28,21 @@ def test_shapes_and_ranges(default_state):
     z = jax.random.normal(jax.random.key(1), (5, 100))
     images = gan.generator.apply(state.generator.variables(), z, train=False)
     assert images.shape == (5, 28, 28, 1)
-    assert float(jnp.abs(images).max()) <= 1.0
     logits = gan.discriminator.apply(state.discriminator.variables(), images, train=False)
     assert logits.shape == (5,) and logits.dtype == jnp.float32
+
+
+def test_generator_output_is_squashed_into_minus_one_one(default_state):
+    """With the last layer's weights scaled up, pre-activations reach far beyond +-1: the output
+    saturates at +-1 (tanh) instead of following them."""
+    gan, state = default_state
+    params = dict(state.generator.params)
+    params["ConvTranspose_2"] = {"kernel": params["ConvTranspose_2"]["kernel"] * 1000,
+                                 "bias": params["ConvTranspose_2"]["bias"]}
+    z = jax.random.normal(jax.random.key(1), (5, 100))
+    images = gan.generator.apply({**state.generator.variables(), "params": params}, z, train=False)
+    assert float(jnp.abs(images).max()) <= 1.0
+    assert float(jnp.abs(images).max()) > 0.999  # saturated: the pre-activations were far larger
 
 
 def test_pytorch_init_uses_pytorch_fan_in(default_state):

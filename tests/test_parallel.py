@@ -184,17 +184,18 @@ def test_compiler_options_fall_back_to_defaults_where_xla_lacks_them(monkeypatch
         parallel.compiler_options.cache_clear()
 
 
-def test_save_on_4_devices_resume_on_2(idx_dir, tmp_path):
-    """Checkpoints hold one unreplicated copy: a 4-device run continues on 2 devices (and on 1)."""
+def test_resume_on_fewer_or_more_devices_than_saved_on(idx_dir, tmp_path):
+    """Checkpoints hold one unreplicated copy: a 4-device run continues on 2 devices or 1, and a
+    1-device run on 4."""
     base = dict(batch_size=BATCH, num_steps=NUM_STEPS, checkpoint_every=10, log_every=5,
                 sample_every=10)
     uninterrupted = train.train_and_evaluate(tiny_config(idx_dir, num_devices=4, **base),
                                              str(tmp_path / "four"))
     half = dict(base, num_steps=NUM_STEPS // 2)
-    for resume_devices in (2, 1):
-        workdir = str(tmp_path / f"four_then_{resume_devices}")
-        train.train_and_evaluate(tiny_config(idx_dir, num_devices=4, **half), workdir)
-        resumed = train.train_and_evaluate(tiny_config(idx_dir, num_devices=resume_devices, **base),
+    for saved_on, resumed_on in ((4, 2), (4, 1), (1, 4)):
+        workdir = str(tmp_path / f"{saved_on}_then_{resumed_on}")
+        train.train_and_evaluate(tiny_config(idx_dir, num_devices=saved_on, **half), workdir)
+        resumed = train.train_and_evaluate(tiny_config(idx_dir, num_devices=resumed_on, **base),
                                            workdir)
         assert_same_training(resumed, uninterrupted, gauge_atol=2 * 2e-4 * NUM_STEPS)
 
