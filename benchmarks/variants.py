@@ -14,7 +14,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (config file relative to the repository, overrides); "{dataset}" is filled in per dataset.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "tutorial": ("experiments/{dataset}.py", []),
-    "ema": ("experiments/{dataset}.py", ["--config.ema_decay=0.999", "--config.ema_start=500"]),
+    "ema": ("experiments/{dataset}.py", ["--config.ema_decay=0.995"]),
     "hinge": ("experiments/{dataset}.py", ["--config.loss=hinge"]),
     "ls": ("experiments/{dataset}.py", ["--config.loss=ls"]),
     "wgan_gp": ("experiments/{dataset}.py", ["--config.loss=wgan_gp", "--config.model.d_norm=none"]),

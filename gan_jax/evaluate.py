@@ -381,16 +381,17 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
 
 
 
-def eval_path(workdir: str, step: int, generator: str = "ema") -> str:
+def eval_path(workdir: str, step: int, raw_of_ema_run: bool = False) -> str:
     """Where the evaluation of a run's checkpoint at `step` is written: step_XXXXXXX.json for the
-    generator samples come from by default (the EMA one when there is one), ..._raw.json for the raw
-    generator of a run that keeps an EMA."""
-    return os.path.join(workdir, EVAL_DIR, f"step_{step:07d}{'_raw' if generator == 'raw' else ''}.json")
+    generator samples come from by default (the EMA one when the run keeps one), step_XXXXXXX_raw.json
+    for the raw generator of a run that keeps an EMA (`--noema`)."""
+    return os.path.join(workdir, EVAL_DIR, f"step_{step:07d}{'_raw' if raw_of_ema_run else ''}.json")
 
 
 def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, step: int | None = None,
-                        seed: int = 0, use_ema: bool = True) -> tuple[int, dict[str, Any]]:
-    """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX[_raw].json`.
+                        seed: int = 0, use_ema: bool = True) -> tuple[int, dict[str, Any], str]:
+    """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX[_raw].json` (see
+    `eval_path`).
 
     Draws `num_samples` images from G in inference mode on noise from `seed`, scores them against the
     run's real test split (`evaluate_samples`), and adds D's accuracy in inference mode on the whole
@@ -405,7 +406,7 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
 
     Returns:
       (the checkpoint's step, the metrics of `evaluate_samples` with "d_acc" and "generator", "ema"
-      or "raw").
+      or "raw", the path of the JSON file written).
 
     Raises:
       UserError: no run or checkpoint, bad num_samples, or the test split cannot be loaded.
@@ -422,9 +423,9 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
     result = evaluate_samples(fakes, config.data.name, test_images, discriminator_logits=logits,
                               reference_cache=reference_cache_path(run.workdir, config.data.name))
     result["generator"] = run.generator_name(use_ema)
-    files.write_json(eval_path(run.workdir, run.step, result["generator"]),
-                     {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
-    return run.step, result
+    path = eval_path(run.workdir, run.step, raw_of_ema_run=result["generator"] != run.generator_name())
+    files.write_json(path, {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
+    return run.step, result, path
 
 
 def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
@@ -506,11 +507,11 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
                 raise UserError("--dataset and --data_dir go with --samples; a run's config names its data")
             num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
             seed = 0 if seed is None else seed
-            step, result = evaluate_checkpoint(workdir, num_samples, step, seed, use_ema)
+            step, result, path = evaluate_checkpoint(workdir, num_samples, step, seed, use_ema)
             header = (f"step {step} of {os.path.abspath(workdir)}: {num_samples} samples (seed {seed}) "
                       f"of the {result['generator']} generator against the real test split")
             record = {"step": step, "num_samples": num_samples, "seed": seed, **result}
-            written = [eval_path(os.path.abspath(workdir), step, result["generator"])]
+            written = [path]
         else:
             if num_samples is not None or step is not None or seed is not None or not use_ema:
                 raise UserError("--num_samples, --step, --seed and --noema go with --workdir, "

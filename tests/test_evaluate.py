@@ -43,7 +43,9 @@ def workdir(tmp_path_factory, idx_dir) -> str:
 
 @pytest.fixture(scope="module")
 def evaluated(workdir) -> tuple[int, dict]:
-    return evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)
+    step, result, path = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)
+    assert path == os.path.join(workdir, "eval", f"step_{step:07d}.json")
+    return step, result
 
 
 def _one_error_line(stderr: str) -> str:
@@ -77,11 +79,11 @@ def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
 
 def test_evaluation_is_deterministic_and_picks_the_step(workdir, evaluated):
     # The second call reads the reference statistics from the cache the first one wrote.
-    assert evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES) == evaluated
-    step, result = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, step=4)
+    assert evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)[:2] == evaluated
+    step, result, _ = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, step=4)
     assert step == 4 and result != evaluated[1]
     assert os.path.isfile(os.path.join(workdir, "eval", "step_0000004.json"))
-    _, other_seed = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, seed=1)
+    _, other_seed, _ = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, seed=1)
     assert other_seed["fid"] != evaluated[1]["fid"]
 
 
@@ -99,9 +101,10 @@ def test_training_evaluator_scores_the_generator(workdir):
 
 def test_the_ema_generator_is_the_default_and_noema_picks_the_raw_one(workdir, evaluated):
     _, with_ema = evaluated
-    step, raw = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, use_ema=False)
+    step, raw, path = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, use_ema=False)
     assert raw["generator"] == "raw" and raw["fid"] != with_ema["fid"]
-    with open(os.path.join(workdir, "eval", "step_0000006_raw.json")) as f:
+    assert path == os.path.join(workdir, "eval", "step_0000006_raw.json")
+    with open(path) as f:
         assert json.load(f)["fid"] == raw["fid"]
     # The default really samples the EMA variables the checkpoint holds.
     run = evaluate.load_run(workdir)

@@ -1,0 +1,73 @@
+"""How far N devices drift from one device over chained steps of real training (the README's figures).
+
+    python benchmarks/device_drift.py --data_dir DIR [--devices 4] [--steps 20] [--mode pmap]
+
+Trains the config's model (experiments/mnist.py, batch 64) on one device and on N fake CPU devices from
+the same initial state and data order, and prints after each step the largest absolute difference of
+the metrics and of every parameter, BatchNorm statistic and Adam moment, leaving out the biases that
+directly precede a BatchNorm (rounding noise by construction; see README, Several devices). It sets
+XLA_FLAGS itself, before JAX starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", required=True, help="folder of MNIST's four IDX files")
+    parser.add_argument("--devices", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--mode", default="pmap", choices=["pmap", "shard_map"])
+    args = parser.parse_args()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.devices}")
+    import jax  # noqa: F401  (after XLA_FLAGS)
+    import numpy as np
+
+    from gan_jax import input_pipeline, parallel, steps
+    from gan_jax.checkpoint import path_name
+    from gan_jax.state import create_train_state
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("mnist", os.path.join(root, "experiments", "mnist.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.data.source, config.data.dir = "idx", args.data_dir
+    images = input_pipeline.load_split(config.data, "train").images
+    # The biases right before a BatchNorm: their true gradient is zero (see tests/conftest.py GAUGE).
+    gauge = ("ConvTranspose_0/bias", "ConvTranspose_1/bias", "Conv_1/bias", "BatchNorm_0/mean",
+             "BatchNorm_1/mean")
+
+    def trajectory(num_devices: int):
+        run_config = config.copy_and_resolve_references()
+        run_config.num_devices, run_config.parallel = num_devices, args.mode
+        data_parallel = parallel.DataParallel(run_config)
+        state = create_train_state(data_parallel.gan, run_config.seed)
+        orders = steps.data_orders(state.key, 0, len(images))
+        data = data_parallel.put_data(input_pipeline.TrainData(images, orders))
+        state = data_parallel.put_state(parallel.to_host(state))
+        for _ in range(args.steps):
+            state, metrics = data_parallel.train_step(state, data)
+            host = data_parallel.get_state(state)
+            leaves = {path_name(p): np.asarray(v) for p, v in
+                      jax.tree_util.tree_flatten_with_path((host.generator, host.discriminator))[0]}
+            yield leaves, data_parallel.get_metrics(metrics)[0]
+
+    print(f"1 device vs {args.devices} ({args.mode}), batch {config.batch_size}, real MNIST")
+    for step, ((one, one_metrics), (many, many_metrics)) in enumerate(
+            zip(trajectory(1), trajectory(args.devices)), start=1):
+        state_diff = max(float(np.abs(one[k] - many[k]).max()) for k in one
+                         if not any(g in k for g in gauge))
+        metric_diff = max(abs(float(one_metrics[k]) - float(many_metrics[k])) for k in one_metrics)
+        print(f"step {step:3d}: metrics {metric_diff:.1e}, state (without the gauge biases) "
+              f"{state_diff:.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
