@@ -11,14 +11,21 @@ median and the spread. Achieved GFLOP/s is measured against the analytic FLOP co
 against the float32 matmul rate measured on the same device, so the distance to the floor is visible.
 Like `gan_jax.train`, the command first tunes the CPU runtime (`cli.tune_cpu_runtime`), so it times
 what training runs; `--notune_cpu_runtime` times JAX's defaults instead.
+
+`--epoch` then runs one whole epoch of the real training loop (`gan_jax.train.train_and_evaluate`, with
+the config's logging, sampling and checkpoint cadences, into a temporary workdir) at the first batch
+size and reports its steps/s and the peak resident memory of the process during that epoch (the
+kernel's high-water mark, reset when the epoch starts).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -27,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gan_jax import cli, input_pipeline, parallel, steps
+from gan_jax import cli, idx, input_pipeline, parallel, steps
 from gan_jax import config as config_lib
 from gan_jax.errors import UserError
 from gan_jax.state import create_train_state
@@ -160,8 +167,45 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     }
 
 
+def _resident_kib(field: str) -> int:
+    """A /proc/self/status field in KiB (VmRSS: now, VmHWM: the peak since the last reset)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise UserError(f"/proc/self/status has no {field} (the epoch's memory needs Linux)")
+
+
+def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[str, Any]:
+    """One epoch of the real training loop; its steps/s and the peak resident memory during it.
+
+    The images are written as IDX files to a temporary folder, which the loop reads like a user's.
+    """
+    from gan_jax import train  # the whole trainer: only for --epoch
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = os.path.join(folder, "data")
+        idx.write_split(data_dir, "train", images, np.zeros(len(images), np.uint8))
+        run_config = config.copy_and_resolve_references()
+        with run_config.unlocked():
+            run_config.data.source, run_config.data.dir = "idx", data_dir
+            run_config.num_steps = config_lib.steps_per_epoch(run_config, len(images))
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM, the kernel's peak RSS of this process, to the current RSS
+        except OSError as e:
+            raise UserError(f"cannot reset the peak-memory counter: {e}") from None
+        start = time.perf_counter()
+        train.train_and_evaluate(run_config, os.path.join(folder, "run"))
+        seconds = time.perf_counter() - start
+        return {"epoch_steps": run_config.num_steps, "epoch_seconds": seconds,
+                "epoch_steps_per_s": run_config.num_steps / seconds,
+                "epoch_peak_rss_bytes": _resident_kib("VmHWM") * 1024,
+                "epoch_end_rss_bytes": _resident_kib("VmRSS") * 1024}
+
+
 def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_call: list[int],
-        num_steps: int, repeats: int, loop: str, real_data: bool, json_path: str | None) -> list[dict]:
+        num_steps: int, repeats: int, loop: str, real_data: bool, json_path: str | None,
+        epoch: bool = False) -> list[dict]:
     if real_data:
         images = input_pipeline.load_split(config.data, "train").images
     else:  # timing does not depend on pixel values; the shape is the real one
@@ -200,6 +244,20 @@ def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_cal
             if json_path:
                 with open(json_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
+    if epoch:
+        run_config = config.copy_and_resolve_references()
+        with run_config.unlocked():
+            run_config.batch_size = batch_sizes[0]
+        config_lib.validate(run_config)
+        row = bench_epoch(run_config, images)
+        print(f"one epoch of the training loop at batch {batch_sizes[0]}: {row['epoch_steps']} steps "
+              f"in {row['epoch_seconds']:.1f} s ({row['epoch_steps_per_s']:.2f} steps/s, compile and "
+              f"start-up included); peak resident memory {row['epoch_peak_rss_bytes'] / 2**20:.0f} MiB",
+              flush=True)
+        rows.append({"batch_size": batch_sizes[0], **row})
+        if json_path:
+            with open(json_path, "a") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
     return rows
 
 
@@ -220,7 +278,7 @@ def main(argv):
         cli.tune_cpu_runtime()
     try:
         run(flags.config, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call), flags.steps,
-            flags.repeats, flags.loop, flags.real_data, flags.json)
+            flags.repeats, flags.loop, flags.real_data, flags.json, flags.epoch)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -239,6 +297,8 @@ def _define_flags():
     flags.DEFINE_enum("loop", "auto", ["auto", "unrolled", "rolled"],
                       "How K > 1 steps run: auto (the trainer's choice) or forced, to compare.")
     flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
+    flags.DEFINE_bool("epoch", False, "Also run one epoch of the real training loop at the first "
+                      "batch size and report its peak resident memory.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
     flags.DEFINE_bool("tune_cpu_runtime", True,
                       "Tune the CPU runtime as gan_jax.train does (synchronous dispatch, glibc "

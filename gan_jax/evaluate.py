@@ -49,7 +49,8 @@ from gan_jax import input_pipeline, metrics
 from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import CheckpointError, DataError, UserError
-from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE
+from gan_jax.idx import IMAGE_SHAPE
+from gan_jax.input_pipeline import DATASETS
 from gan_jax.parallel import HostState
 from gan_jax.state import GAN, NetworkState, TrainState, abstract_train_state
 

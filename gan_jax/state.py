@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gan_jax.input_pipeline import IMAGE_SHAPE
+from gan_jax.idx import IMAGE_SHAPE
 from gan_jax.models import Discriminator, Generator
 
 

@@ -4,7 +4,7 @@ tfds can read prepared datasets without TensorFlow (`as_data_source` over ArrayR
 stock `mnist` and `fashion_mnist` builders need TensorFlow to prepare them: they store images with
 `tfds.features.Image`, whose encoder is `tf.image.encode_png`. The builders here download the same
 canonical IDX files through tfds's download manager, checked against pinned sha256 sums, decode them
-with `gan_jax.input_pipeline.read_idx_file`, and store each image as a raw `tfds.features.Tensor`,
+with `gan_jax.idx.read_idx_file`, and store each image as a raw `tfds.features.Tensor`,
 which encodes and decodes with numpy alone. They are registered as `gan_jax_mnist` and
 `gan_jax_fashion_mnist` so they never clash with tfds's own builders (or their prepared data).
 
@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 from tensorflow_datasets.core.download import download_manager as tfds_download_manager
 
-from gan_jax import input_pipeline
+from gan_jax import idx
 from gan_jax.errors import DataError
 
 _MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
@@ -115,7 +115,7 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             description=f"{self.DATASET} as raw uint8 tensors, in the files' original order.",
             features=tfds.features.FeaturesDict({
                 # Not tfds.features.Image: encoding an image array calls tf.image.encode_png.
-                "image": tfds.features.Tensor(shape=input_pipeline.IMAGE_SHAPE, dtype=np.uint8),
+                "image": tfds.features.Tensor(shape=idx.IMAGE_SHAPE, dtype=np.uint8),
                 "label": tfds.features.ClassLabel(num_classes=10),
             }),
             supervised_keys=("image", "label"),
@@ -125,8 +125,8 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         urls = {
-            split: tuple(self.BASE_URL + stem + ".gz" for stem in input_pipeline.IDX_FILES[split])
-            for split in input_pipeline.SPLITS
+            split: tuple(self.BASE_URL + stem + ".gz" for stem in idx.IDX_FILES[split])
+            for split in idx.SPLITS
         }
         _check_reachable([url for split_urls in urls.values() for url in split_urls], self.DATASET)
         try:
@@ -139,13 +139,13 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             raise DataError(
                 f"cannot download {self.DATASET} through tensorflow-datasets (no network?); {_IDX_HINT} "
                 f"[{_one_line(e)}]") from e
-        return {split: self._generate_examples(*paths[split]) for split in input_pipeline.SPLITS}
+        return {split: self._generate_examples(*paths[split]) for split in idx.SPLITS}
 
     def _generate_examples(
         self, images_path: os.PathLike, labels_path: os.PathLike
     ) -> Iterator[tuple[int, dict]]:
-        images = input_pipeline.read_idx_file(os.fspath(images_path), ndim=3)
-        labels = input_pipeline.read_idx_file(os.fspath(labels_path), ndim=1)
+        images = idx.read_idx_file(os.fspath(images_path), ndim=3)
+        labels = idx.read_idx_file(os.fspath(labels_path), ndim=1)
         if len(images) != len(labels):  # zip() below would silently drop the excess
             raise DataError(f"{images_path}: {len(images)} images but {len(labels)} labels in {labels_path}")
         # Integer keys in file order: with `disable_shuffling` tfds writes the examples sorted by key.
@@ -179,7 +179,7 @@ def _download_config() -> tfds.download.DownloadConfig:
     return tfds.download.DownloadConfig(try_download_gcs=False, force_checksums_validation=True)
 
 
-def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.Split:
+def load(name: str, split: str, data_dir: str | None = None) -> idx.Split:
     """Loads a whole split through tensorflow-datasets, downloading and preparing it on first use.
 
     Args:
@@ -189,7 +189,7 @@ def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.S
 
     Returns:
       The split as uint8 arrays, images (N, 28, 28, 1) and labels (N,), in the original files' order:
-      the same arrays `input_pipeline.load_idx_split` gives for the same files.
+      the same arrays `idx.load_split` gives for the same files.
 
     Raises:
       DataError: unknown name or split, download failure, checksum mismatch, or an unusable data_dir.
@@ -197,8 +197,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.S
     if name not in BUILDERS:
         raise DataError(
             f"unknown dataset {name!r} for data.source='tfds'; expected one of {sorted(BUILDERS)}")
-    if split not in input_pipeline.SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {list(input_pipeline.SPLITS)}")
+    if split not in idx.SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {list(idx.SPLITS)}")
     where = data_dir or "the default tfds data dir"
     try:
         builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
@@ -211,4 +211,4 @@ def load(name: str, split: str, data_dir: str | None = None) -> input_pipeline.S
         raise DataError(f"cannot prepare or read {name} in {where}: {_one_line(e)}") from e
     images = np.stack([example["image"] for example in examples]).astype(np.uint8, copy=False)
     labels = np.asarray([example["label"] for example in examples], dtype=np.uint8)
-    return input_pipeline.Split(images, labels)
+    return idx.Split(images, labels)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import os
 import sys
@@ -16,6 +15,8 @@ os.environ["XLA_FLAGS"] = " ".join(
 import jax
 import numpy as np
 import pytest
+
+from gan_jax import idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tests that need real MNIST read its folder from here; .ci/run sets it, and they skip without it.
@@ -31,15 +32,6 @@ def load_experiment(name: str, variant: str = ""):
     return module.get_config(variant)
 
 
-def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:
-    """Writes a uint8 array as an IDX file (magic 0x08 << 8 | ndim, big-endian sizes)."""
-    header = ((0x08 << 8) | array.ndim).to_bytes(4, "big")
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
-        f.write(data)
-
-
 def write_idx_dataset(folder: str, num_train: int = 64, num_test: int = 16, seed: int = 0,
                       compress: bool = True) -> str:
     """A small MNIST-shaped dataset of random blobs as the four IDX files; returns the folder."""
@@ -49,8 +41,8 @@ def write_idx_dataset(folder: str, num_train: int = 64, num_test: int = 16, seed
     for split, n in (("train", num_train), ("t10k", num_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
-        write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte{suffix}"), images, compress)
-        write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte{suffix}"), labels, compress)
+        idx.write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte{suffix}"), images, compress)
+        idx.write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte{suffix}"), labels, compress)
     return folder
 
 

@@ -74,3 +74,15 @@ def test_cli_bad_list(tmp_path, python_env):
         [PYTHON, "-m", "gan_jax.bench", "--config", os.path.join(REPO, "experiments", "mnist.py"),
          "--batch_sizes=64,abc"], env=python_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "error: expected comma-separated integers" in result.stderr
+
+
+def test_epoch_runs_the_training_loop_and_reports_its_peak_memory(idx_dir):
+    """--epoch: one epoch of train_and_evaluate (here 8 steps of 8 of 64 images) and its peak RSS."""
+    config = tiny_config(idx_dir, log_every=4, sample_every=4, checkpoint_every=4)
+    images = np.zeros((64, 28, 28, 1), np.uint8)
+    row = bench.bench_epoch(config, images)
+    assert row["epoch_steps"] == 8
+    assert row["epoch_steps_per_s"] == pytest.approx(8 / row["epoch_seconds"])
+    # The peak of the epoch is at least what the process holds at its end, and it is resident
+    # memory of a JAX process: hundreds of MiB, not the whole life's peak of an earlier test.
+    assert row["epoch_end_rss_bytes"] <= row["epoch_peak_rss_bytes"] < 8 << 30

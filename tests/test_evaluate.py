@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR_VAR, PYTHON, tiny_config
-from gan_jax import evaluate, input_pipeline, plots
+from gan_jax import evaluate, idx, input_pipeline, plots
 from gan_jax.errors import DataError
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
@@ -259,7 +259,7 @@ def mnist_test():
     data_dir = os.environ.get(MNIST_DIR_VAR)
     if not data_dir:
         pytest.skip(f"{MNIST_DIR_VAR} not set")
-    return data_dir, input_pipeline.load_idx_split(data_dir, "test")
+    return data_dir, idx.load_split(data_dir, "test")
 
 
 @pytest.fixture(scope="module")

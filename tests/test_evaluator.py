@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR_VAR, PYTHON, REPO, write_idx
+from conftest import MNIST_DIR_VAR, PYTHON, REPO
+from gan_jax.idx import write_idx
 from gan_jax import evaluator, metrics
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator import train as evaluator_train
@@ -230,7 +231,7 @@ class RealOutputs(NamedTuple):
 @pytest.fixture(scope="module", params=DATASETS)
 def real(request) -> RealOutputs:
     """Evaluator outputs on the real test split and a 10k training subset, once per dataset."""
-    from gan_jax.input_pipeline import load_idx_split
+    from gan_jax.idx import load_split as load_idx_split
 
     dataset = request.param
     data_dir = os.environ.get(DATA_DIR_VARIABLES[dataset])

@@ -8,19 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR_VAR, write_idx, write_idx_dataset
-from gan_jax import input_pipeline
+from conftest import MNIST_DIR_VAR, write_idx_dataset
+from gan_jax import idx, input_pipeline
+from gan_jax.idx import write_idx
 from gan_jax.errors import DataError
 
 
 def test_gzip_and_raw_give_the_same_arrays(tmp_path):
-    gz = input_pipeline.load_idx_split(write_idx_dataset(str(tmp_path / "gz"), compress=True), "train")
-    raw = input_pipeline.load_idx_split(write_idx_dataset(str(tmp_path / "raw"), compress=False), "train")
+    gz = idx.load_split(write_idx_dataset(str(tmp_path / "gz"), compress=True), "train")
+    raw = idx.load_split(write_idx_dataset(str(tmp_path / "raw"), compress=False), "train")
     assert gz.images.shape == (64, 28, 28, 1) and gz.images.dtype == np.uint8
     assert gz.labels.shape == (64,)
     np.testing.assert_array_equal(gz.images, raw.images)
     np.testing.assert_array_equal(gz.labels, raw.labels)
-    test = input_pipeline.load_idx_split(str(tmp_path / "gz"), "test")
+    test = idx.load_split(str(tmp_path / "gz"), "test")
     assert test.images.shape == (16, 28, 28, 1)
 
 
@@ -58,13 +59,13 @@ def test_malformed_files_raise_one_line_data_errors(tmp_path, case, message):
     elif case == "wrong_image_size":
         write_idx(images, np.zeros((64, 32, 32), np.uint8))
     with pytest.raises(DataError, match=message) as info:
-        input_pipeline.load_idx_split(folder, "train")
+        idx.load_split(folder, "train")
     assert "\n" not in str(info.value)
 
 
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="not a folder"):
-        input_pipeline.load_idx_split(str(tmp_path / "nope"), "train")
+        idx.load_split(str(tmp_path / "nope"), "train")
 
 
 def test_batch_order_is_a_pure_function_of_key_and_epoch():
@@ -102,10 +103,10 @@ def test_model_range():
 
 @pytest.mark.skipif(not os.environ.get(MNIST_DIR_VAR), reason=f"set {MNIST_DIR_VAR} to real MNIST")
 def test_real_mnist_matches_its_published_statistics():
-    split = input_pipeline.load_idx_split(os.environ[MNIST_DIR_VAR], "train")
+    split = idx.load_split(os.environ[MNIST_DIR_VAR], "train")
     assert split.images.shape == (60000, 28, 28, 1)
     assert split.images.mean() == pytest.approx(33.318, abs=1e-3)
     assert split.images.std() == pytest.approx(78.567, abs=1e-3)
     counts = np.bincount(split.labels, minlength=10).tolist()
     assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    assert input_pipeline.load_idx_split(os.environ[MNIST_DIR_VAR], "test").images.shape[0] == 10000
+    assert idx.load_split(os.environ[MNIST_DIR_VAR], "test").images.shape[0] == 10000

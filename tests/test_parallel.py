@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config
-from gan_jax import input_pipeline, parallel, steps, train
+from gan_jax import idx, input_pipeline, parallel, steps, train
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import ConfigError
 from gan_jax.logging_utils import read_metrics
@@ -40,7 +40,7 @@ def run_steps(config, images, num_steps):
 
 @pytest.fixture(scope="module")
 def images(idx_dir):
-    return input_pipeline.load_idx_split(idx_dir, "train").images
+    return idx.load_split(idx_dir, "train").images
 
 
 def _lr_bound(config, num_steps):

@@ -22,7 +22,7 @@ from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 from tensorflow_datasets.testing import mocking as tfds_mocking
 
-from gan_jax import input_pipeline, tfds_idx
+from gan_jax import idx, input_pipeline, tfds_idx
 from gan_jax.errors import DataError
 
 
@@ -50,7 +50,30 @@ def _serve_from(folder: str, monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
 
     fake = mock.Mock(side_effect=download)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", fake)
+    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)  # nothing to reach
     return fake
+
+
+def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch):
+    """A name that does not resolve (RFC 2606's .invalid) ends the download before tfds's retries."""
+    with pytest.raises(DataError, match=r"cannot reach nowhere.invalid:443 to download mnist .*no "
+                                        r"network.*data.source=idx") as info:
+        tfds_idx._check_reachable(["https://nowhere.invalid/train-images-idx3-ubyte.gz"], "mnist")
+    assert "\n" not in str(info.value)
+
+
+def test_reachability_is_checked_where_requests_would_connect(monkeypatch):
+    """A listening host passes; with a proxy in the environment, the proxy is what must answer."""
+    import socket
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        tfds_idx._check_reachable([f"http://127.0.0.1:{port}/file.gz"], "mnist")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        tfds_idx._check_reachable(["https://nowhere.invalid/file.gz"], "mnist")  # the proxy answers
 
 
 def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypatch):
@@ -59,9 +82,9 @@ def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypat
     # None in sys.modules makes `import importlib_resources` fail: we must not need it.
     monkeypatch.setitem(sys.modules, "importlib_resources", None)
 
-    for split in input_pipeline.SPLITS:
+    for split in idx.SPLITS:
         got = tfds_idx.load("mnist", split, data_dir=data_dir)
-        want = input_pipeline.load_idx_split(idx_dir, split)
+        want = idx.load_split(idx_dir, split)
         assert got.images.dtype == np.uint8 and got.labels.dtype == np.uint8
         assert got.images.shape == want.images.shape and got.images.shape[1:] == (28, 28, 1)
         np.testing.assert_array_equal(got.images, want.images)  # same order, same pixels
@@ -74,7 +97,7 @@ def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypat
 
     again = tfds_idx.load("mnist", "train", data_dir=data_dir)
     assert download.call_count == 1  # reused the prepared data
-    np.testing.assert_array_equal(again.images, input_pipeline.load_idx_split(idx_dir, "train").images)
+    np.testing.assert_array_equal(again.images, idx.load_split(idx_dir, "train").images)
 
 
 def test_fashion_mnist_is_a_separate_dataset(tmp_path, idx_dir, monkeypatch):
@@ -88,7 +111,7 @@ def test_fashion_mnist_is_a_separate_dataset(tmp_path, idx_dir, monkeypatch):
 
 def test_every_url_has_a_pinned_checksum():
     for builder in tfds_idx.BUILDERS.values():
-        stems = [stem for pair in input_pipeline.IDX_FILES.values() for stem in pair]
+        stems = [stem for pair in idx.IDX_FILES.values() for stem in pair]
         urls = {builder.BASE_URL + stem + ".gz" for stem in stems}
         assert set(builder.url_infos) == urls
 
@@ -112,12 +135,14 @@ def _assert_one_line(error: DataError) -> str:
     return message
 
 
-def test_no_network_is_a_data_error_and_a_later_load_recovers(tmp_path, idx_dir, monkeypatch):
+def test_a_failed_download_is_a_data_error_and_a_later_load_recovers(tmp_path, idx_dir, monkeypatch):
+    """The host answered the reachability check, then the download failed (tfds's retries gave up)."""
     def unreachable(url: str, **kwargs):
-        # What requests raises once urllib3 has given up retrying an unresolvable host.
+        # What requests raises once urllib3 has given up retrying.
         raise requests.exceptions.ConnectionError(
             f"Max retries exceeded with url: {url}\n(Caused by NameResolutionError)")
 
+    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)
     monkeypatch.setattr(tfds_downloader, "_open_url", unreachable)
     data_dir = str(tmp_path / "tfds")
     with pytest.raises(DataError) as raised:
@@ -127,7 +152,7 @@ def test_no_network_is_a_data_error_and_a_later_load_recovers(tmp_path, idx_dir,
 
     _serve_from(idx_dir, monkeypatch)  # the failed attempt left nothing that blocks a new one
     split = tfds_idx.load("mnist", "train", data_dir=data_dir)
-    np.testing.assert_array_equal(split.labels, input_pipeline.load_idx_split(idx_dir, "train").labels)
+    np.testing.assert_array_equal(split.labels, idx.load_split(idx_dir, "train").labels)
 
 
 def test_checksum_mismatch_is_a_data_error(tmp_path, monkeypatch):
@@ -136,6 +161,7 @@ def test_checksum_mismatch_is_a_data_error(tmp_path, monkeypatch):
         response = mock.Mock(url=url, headers={"Content-Disposition": 'attachment; filename="f.gz"'})
         yield response, iter([b"not the published file"])
 
+    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)
     monkeypatch.setattr(tfds_downloader, "_open_url", wrong_file)
     with pytest.raises(DataError, match="sha256") as raised:
         tfds_idx.load("mnist", "test", data_dir=str(tmp_path / "tfds"))

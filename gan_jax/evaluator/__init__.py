@@ -23,7 +23,8 @@ import numpy as np
 from gan_jax import metrics
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, param_shapes
-from gan_jax.input_pipeline import DATASETS, IMAGE_SHAPE, to_model_range
+from gan_jax.idx import IMAGE_SHAPE
+from gan_jax.input_pipeline import DATASETS, to_model_range
 
 __all__ = ["DATASETS", "Evaluator", "load", "reference_stats", "softmax", "weights_files"]
 

@@ -35,8 +35,9 @@ import optax
 from gan_jax import cli, evaluator
 from gan_jax.errors import ConfigError, DataError, UserError
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, init_params, num_params
-from gan_jax.input_pipeline import (DATASETS, IDX_FILES, SPLITS, find_idx_file, batch_indices,
-                                    load_idx_split, to_model_range)
+from gan_jax.idx import IDX_FILES, SPLITS, find_idx_file
+from gan_jax.idx import load_split as load_idx_split
+from gan_jax.input_pipeline import DATASETS, batch_indices, to_model_range
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # Epochs that reach the accuracy targets (>= 99.3% on MNIST, >= 91% on Fashion-MNIST) with margin:
