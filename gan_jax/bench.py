@@ -1,7 +1,8 @@
 """`python -m gan_jax.bench`: step throughput of the real train step, for people and for JSON.
 
     python -m gan_jax.bench --config experiments/mnist.py [--batch_sizes 64,256,1024] [--steps N]
-        [--steps_per_call 1,10,50] [--repeats 5] [--loop auto|unrolled|rolled] [--json FILE]
+        [--steps_per_call 1,10,50] [--repeats 5] [--loop auto|unrolled|rolled] [--epoch] [--json FILE]
+    python -m gan_jax.bench --config experiments/mnist.py --runs 1,4,8 [--sweep_form auto] ...
 
 It builds the step the trainer runs (`parallel.DataParallel` from the config: same models, optimizer,
 on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random images unless
@@ -16,6 +17,10 @@ what training runs; `--notune_cpu_runtime` times JAX's defaults instead.
 the config's logging, sampling and checkpoint cadences, into a temporary workdir) at the first batch
 size and reports its steps/s and the peak resident memory of the process during that epoch (the
 kernel's high-water mark, reset when the epoch starts).
+
+`--runs 1,4,8` times sweeps instead (`gan_jax.sweep`): per batch size, one run alone (the trainer's
+step) and a sweep's program of each run count (`--sweep_form`), in run-steps/s (runs x steps/s) and
+as a multiple of the run alone.
 """
 
 from __future__ import annotations
@@ -126,18 +131,11 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     start = time.perf_counter()
     step = data_parallel.train_steps(k).lower(state, data).compile()
     compile_s = time.perf_counter() - start
-    state, metrics = step(state, data)  # warm-up, untimed
-    jax.block_until_ready(metrics)
     calls = max(1, -(-num_steps // k))
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            state, metrics = step(state, data)
-        jax.block_until_ready((state, metrics))
-        rates.append(calls * k / (time.perf_counter() - start))
+    rates, metrics = _time_calls(lambda state: step(state, data), state, calls, repeats)
     if not all(np.isfinite(m["d_loss"]) for m in data_parallel.get_metrics(metrics)):
         raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
+    rates = [rate * k for rate in rates]
     steps_per_s = statistics.median(rates)
     flops = train_step_flops_per_image(config) * config.batch_size
     memory, memory_kind = peak_memory_bytes()
@@ -203,14 +201,101 @@ def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[s
                 "epoch_end_rss_bytes": _resident_kib("VmRSS") * 1024}
 
 
-def run(config: ml_collections.ConfigDict, batch_sizes: list[int], steps_per_call: list[int],
-        num_steps: int, repeats: int, loop: str, real_data: bool, json_path: str | None,
-        epoch: bool = False) -> list[dict]:
+def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any]:
+    """Calls/s of `state, metrics = call(state)`: one untimed warm-up call, then `repeats` timed runs
+    of `calls` calls, each ending when the device is done. Returns the rates and the last metrics."""
+    state, metrics = call(state)
+    jax.block_until_ready(metrics)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            state, metrics = call(state)
+        jax.block_until_ready((state, metrics))
+        rates.append(calls / (time.perf_counter() - start))
+    return rates, metrics
+
+
+def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs: int, num_steps: int,
+                repeats: int, form: str) -> dict[str, Any]:
+    """Times a sweep's program of `num_runs` runs (seeds 0..R-1, one step per call).
+
+    Returns:
+      {"runs", "sweep_form", "compile_s", "steps_per_s" (of the program: each step advances every
+      run), "run_steps_per_s" (runs x steps/s), min and max of the latter, "batch_size", ...}.
+    """
+    from gan_jax import parallel as parallel_lib
+    sweep = parallel_lib.SweepParallel(config, num_runs, form)
+    configs = []
+    for seed in range(num_runs):
+        run_config = config.copy_and_resolve_references()
+        with run_config.unlocked():
+            run_config.seed = seed
+        configs.append(run_config)
+    host_states = [parallel_lib.to_host(create_train_state(sweep.gan, seed)) for seed in range(num_runs)]
+    states = sweep.put_states(host_states)
+    data = sweep.put_data(images, [steps.data_orders(jax.random.wrap_key_data(s.key), 0, len(images))
+                                   for s in host_states])
+    hps = sweep.put_hyperparams(parallel_lib.sweep_hyperparams(configs))
+    start = time.perf_counter()
+    step = sweep.train_steps(1).lower(states, data, hps).compile()
+    compile_s = time.perf_counter() - start
+    rates, metrics = _time_calls(lambda states: step(states, data, hps), states, num_steps, repeats)
+    if not all(np.isfinite(m["d_loss"]) for run in sweep.get_metrics(metrics) for m in run):
+        raise UserError(f"the loss became non-finite while benchmarking {num_runs} runs")
+    steps_per_s = statistics.median(rates)
+    return {"device_kind": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+            "device_count": sweep.num_devices, "jax_version": jax.__version__,
+            "batch_size": config.batch_size, "runs": num_runs, "sweep_form": sweep.form,
+            "compile_s": compile_s, "steps_per_s": steps_per_s,
+            "run_steps_per_s": num_runs * steps_per_s, "run_steps_per_s_min": num_runs * min(rates),
+            "run_steps_per_s_max": num_runs * max(rates), "timed_steps": num_steps,
+            "repeats": repeats}
+
+
+def run_sweeps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
+               runs: list[int], num_steps: int, repeats: int, form: str,
+               json_path: str | None) -> list[dict]:
+    """`--runs`: per batch size, one run alone (the trainer's step) and sweeps of each run count."""
+    print(f"{'batch':>6} {'runs':>5} {'form':>9} {'compile s':>9} {'run-steps/s':>12} {'(min-max)':>15} "
+          f"{'x one run':>9}")
+    rows = []
+    for batch_size in batch_sizes:
+        run_config = config.copy_and_resolve_references()
+        with run_config.unlocked():
+            run_config.batch_size, run_config.steps_per_call = batch_size, 1
+            run_config.log_every = run_config.sample_every = run_config.checkpoint_every = 1
+        config_lib.validate(run_config)
+        alone = bench_one(run_config, images, num_steps, repeats, loop="auto")
+        single = alone["steps_per_s"]
+        spread = f"({alone['steps_per_s_min']:.2f}-{alone['steps_per_s_max']:.2f})"
+        print(f"{batch_size:>6} {1:>5} {'alone':>9} {alone['compile_s']:>9.1f} {single:>12.2f} "
+              f"{spread:>15} {1.0:>9.2f}", flush=True)
+        rows.append({**alone, "runs": 1, "sweep_form": "alone", "run_steps_per_s": single})
+        for num_runs in runs:
+            row = bench_sweep(run_config, images, num_runs, num_steps, repeats, form)
+            spread = f"({row['run_steps_per_s_min']:.2f}-{row['run_steps_per_s_max']:.2f})"
+            print(f"{batch_size:>6} {num_runs:>5} {row['sweep_form']:>9} {row['compile_s']:>9.1f} "
+                  f"{row['run_steps_per_s']:>12.2f} {spread:>15} {row['run_steps_per_s'] / single:>9.2f}",
+                  flush=True)
+            rows.append(row)
+    if json_path:
+        with open(json_path, "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    return rows
+
+
+def bench_images(config: ml_collections.ConfigDict, real_data: bool) -> np.ndarray:
+    """The config's training split, or random images of its shape (timing ignores pixel values)."""
     if real_data:
-        images = input_pipeline.load_split(config.data, "train").images
-    else:  # timing does not depend on pixel values; the shape is the real one
-        images = np.asarray(jax.random.randint(jax.random.key(0), (NUM_TRAIN_IMAGES, 28, 28, 1), 0, 256),
-                            np.uint8)
+        return input_pipeline.load_split(config.data, "train").images
+    return np.asarray(jax.random.randint(jax.random.key(0), (NUM_TRAIN_IMAGES, 28, 28, 1), 0, 256),
+                      np.uint8)
+
+
+def run(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
+        steps_per_call: list[int], num_steps: int, repeats: int, loop: str, json_path: str | None,
+        epoch: bool = False) -> list[dict]:
     per_image = train_step_flops_per_image(config)
     matmul = matmul_gflops()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
@@ -277,8 +362,13 @@ def main(argv):
     if flags.tune_cpu_runtime:  # before the first computation starts JAX's backend
         cli.tune_cpu_runtime()
     try:
-        run(flags.config, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call), flags.steps,
-            flags.repeats, flags.loop, flags.real_data, flags.json, flags.epoch)
+        images = bench_images(flags.config, flags.real_data)
+        if flags.runs:
+            run_sweeps(flags.config, images, _int_list(flags.batch_sizes), _int_list(flags.runs),
+                       flags.steps, flags.repeats, flags.sweep_form, flags.json)
+        else:
+            run(flags.config, images, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call),
+                flags.steps, flags.repeats, flags.loop, flags.json, flags.epoch)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -297,6 +387,10 @@ def _define_flags():
     flags.DEFINE_enum("loop", "auto", ["auto", "unrolled", "rolled"],
                       "How K > 1 steps run: auto (the trainer's choice) or forced, to compare.")
     flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
+    flags.DEFINE_string("runs", None, "Comma-separated run counts: time a sweep's program of that "
+                        "many runs (run-steps/s) next to one run alone, instead of the table above.")
+    flags.DEFINE_enum("sweep_form", "auto", ["auto", "vmap", "unrolled", "map"],
+                      "With --runs: how the runs share the program (see gan_jax.parallel).")
     flags.DEFINE_bool("epoch", False, "Also run one epoch of the real training loop at the first "
                       "batch size and report its peak resident memory.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")

@@ -128,7 +128,7 @@ class Checkpointer:
             steps = self.all_steps()
             raise CheckpointError(f"no checkpoint at step {step} in {self.directory} (it holds "
                                   f"{', '.join(map(str, steps)) or 'none'})")
-        return self._restore_step(abstract_state, step).state
+        return self.restore_at(abstract_state, step).state
 
     def restore_newest(self, abstract_state: TrainState, set_aside: bool = False) -> Restored | None:
         """The newest checkpoint that restores completely; None when the folder holds none.
@@ -144,7 +144,7 @@ class Checkpointer:
         restored = None
         for step in reversed(self.all_steps()):
             try:
-                restored = self._restore_step(abstract_state, step)
+                restored = self.restore_at(abstract_state, step)
                 break
             except DamagedCheckpointError as e:
                 logger.warning("skipping %s", e)
@@ -173,7 +173,8 @@ class Checkpointer:
             multihost_utils.sync_global_devices("gan_jax: damaged checkpoints set aside")
         self._manager.reload()
 
-    def _restore_step(self, abstract_state: TrainState, step: int) -> Restored:
+    def restore_at(self, abstract_state: TrainState, step: int) -> Restored:
+        """The checkpoint at `step`, with what was saved with it (DamagedCheckpointError if damaged)."""
         try:
             saved = _shapes(self._manager.item_metadata(step).tree)
         except _READ_ERRORS as e:

@@ -3,6 +3,7 @@
     python -m gan_jax.evaluate --workdir runs/mnist [--num_samples 10000] [--step N] [--seed S] [--noema]
         [--json FILE]
     python -m gan_jax.evaluate --samples FILE.npy --dataset mnist [--data_dir DIR] [--json FILE]
+    python -m gan_jax.evaluate --workdir runs/mnist_sweep [...]   # every run of a sweep, and per seed group
 
 The first form restores a run's checkpoint (the latest, or `--step`), draws `--num_samples` images from
 G in inference mode on noise from `--seed` (the EMA generator when the run keeps one; `--noema` for the
@@ -23,41 +24,34 @@ Every metric is computed with the shipped evaluator network of the dataset (`gan
 | `class_histogram` | samples per predicted class, 10 counts | even |
 | `d_acc` | D's accuracy, real test images vs samples (checkpoints only) | 0.5: D is fooled |
 
-The real side (evaluator features of the test split, their mean and covariance) is the same for every
-evaluation of a run, so it is cached in `eval/reference_<dataset>.npz`, keyed by a hash of the test
-images and of the evaluator's weights: another test set or evaluator recomputes it.
+The real side (evaluator features of the test split, their mean and covariance) is cached in the run's
+folder (`gan_jax.reference`); the run and its networks are read back by `gan_jax.runs`.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
 import sys
-import zipfile
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
-import jax
 import ml_collections
 import numpy as np
 
-from gan_jax import cli, files
-from gan_jax import config as config_lib
+from gan_jax import cli, files, sweep_report
+from gan_jax import workdir as workdir_lib
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import input_pipeline, metrics
-from gan_jax import workdir as workdir_lib
-from gan_jax.checkpoint import Checkpointer, abstract_host_state
-from gan_jax.errors import CheckpointError, DataError, UserError
+from gan_jax.errors import DataError, UserError
 from gan_jax.idx import IMAGE_SHAPE
 from gan_jax.input_pipeline import DATASETS
-from gan_jax.parallel import HostState
-from gan_jax.state import GAN, NetworkState, TrainState, abstract_train_state
+from gan_jax.reference import (EVAL_DIR, Reference, load_evaluator, reference_cache_path,
+                               reference_statistics)
+from gan_jax.runs import discriminate, generate_images, latent_noise, load_run
+from gan_jax.state import GAN, TrainState
 
-EVAL_DIR = "eval"  # inside a run's workdir
 DEFAULT_NUM_SAMPLES = 10_000
 TRAINING_NUM_SAMPLES = 2_000  # during training: cheap enough to run every few thousand steps
-BATCH_SIZE = 1_000  # images per compiled call of G, D or the evaluator: bounds memory
 PR_NEIGHBOURS = 3  # k of the k-NN precision/recall balls
 MIN_IMAGES = PR_NEIGHBOURS + 1  # a k-NN ball needs k other points of its own set
 KID_SUBSETS = 100
@@ -132,136 +126,6 @@ def load_images(path: str) -> np.ndarray:
     return as_images(array, f"images in {path}")
 
 
-def _batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """`fn` over `inputs`, `batch_size` rows at a time.
-
-    The last batch is padded to full size, so one compilation serves every count; each output row
-    depends only on its input row (everything here runs in inference mode), so padding changes nothing.
-    """
-    n = inputs.shape[0]
-    batch = min(batch_size, n)
-    outputs = []
-    for start in range(0, n, batch):
-        chunk = inputs[start:start + batch]
-        valid = chunk.shape[0]
-        if valid < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - valid, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(np.asarray(fn(chunk))[:valid])
-    return np.concatenate(outputs)
-
-
-# Jitted with the flax module as a static argument: modules compare equal field by field, so every
-# evaluation of the same architecture reuses one compilation.
-@functools.partial(jax.jit, static_argnums=0)
-def _generate(generator, variables, noise):
-    return generator.apply(variables, noise, train=False)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _discriminate(discriminator, variables, images):
-    if images.dtype == np.uint8:  # decided when tracing: one compilation per input dtype
-        images = input_pipeline.to_model_range(images)
-    return discriminator.apply(variables, images, train=False)
-
-
-def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
-    """z ~ N(0, 1), (num, latent_dim) float32, a pure function of the seed (and of num)."""
-    return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
-
-
-def generate_images(gan: GAN, variables: dict[str, Any], noise: np.ndarray) -> np.ndarray:
-    """G in inference mode (BatchNorm running statistics) on `noise`: float32 (N, 28, 28, 1) in [-1, 1].
-
-    `variables` are G's {"params", "batch_stats"}, e.g. `state.sampling_variables()`.
-    """
-    variables = jax.device_put(variables)  # once, not once per batch
-    return _batched(lambda z: _generate(gan.generator, variables, z), noise)
-
-
-def discriminate(gan: GAN, discriminator: NetworkState, images: np.ndarray) -> np.ndarray:
-    """D's logits in inference mode, (N,) float32, for uint8 images or floats in [-1, 1]."""
-    variables = jax.device_put(discriminator.variables())
-    return _batched(lambda x: _discriminate(gan.discriminator, variables, x), images)
-
-
-# --- Reference statistics ------------------------------------------------------------------------------
-
-
-class Reference(NamedTuple):
-    """The real side of every comparison: evaluator features of the test split and their Gaussian."""
-
-    features: np.ndarray  # (N, 128) float32
-    stats: metrics.FeatureStats  # mean (128,), covariance (128, 128), float64
-
-
-@functools.lru_cache(maxsize=None)
-def load_evaluator(dataset: str) -> evaluator_lib.Evaluator:
-    """The shipped evaluator of `dataset`, loaded (and its forward pass compiled) once per process."""
-    return evaluator_lib.load(dataset)
-
-
-def reference_cache_path(workdir: str, dataset: str) -> str:
-    """Where a run caches the reference statistics of its test split."""
-    return os.path.join(workdir, EVAL_DIR, f"reference_{dataset}.npz")
-
-
-def _fingerprint(evaluator: evaluator_lib.Evaluator, images: np.ndarray) -> str:
-    """Identifies what reference statistics depend on: the exact test images and the evaluator weights."""
-    digest = hashlib.sha256()
-    digest.update(f"{images.dtype.str}{images.shape}".encode())
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(str(evaluator.metadata.get("params_sha256", "")).encode())
-    return digest.hexdigest()
-
-
-def _read_reference(path: str, fingerprint: str) -> Reference | None:
-    """The cached reference at `path` if it exists and matches `fingerprint`, else None."""
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            if str(cached["fingerprint"]) != fingerprint:
-                return None
-            return Reference(cached["features"], metrics.FeatureStats(cached["mu"], cached["sigma"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # absent, truncated or from another version: recompute it
-
-
-def _write_reference(path: str, fingerprint: str, reference: Reference) -> None:
-    """Writes the cache through a per-process temporary file, so readers never see half of it."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, fingerprint=np.array(fingerprint), features=reference.features,
-                     mu=reference.stats.mu, sigma=reference.stats.sigma)
-    files.atomic_write(path, write)
-
-
-def reference_statistics(evaluator: evaluator_lib.Evaluator, real_images: np.ndarray,
-                         cache_path: str | None = None) -> Reference:
-    """Evaluator features of the real images with their mean and covariance, cached in `cache_path`.
-
-    Args:
-      evaluator: the evaluator whose feature space to use.
-      real_images: (N, 28, 28, 1), uint8 or float in [-1, 1] (checked by `as_images` first).
-      cache_path: an .npz to read the result from, or to write it to when it is absent or holds the
-        statistics of other images or of another evaluator; None computes without caching.
-
-    Returns:
-      The `Reference`.
-    """
-    if not cache_path:
-        return _compute_reference(evaluator, real_images)
-    fingerprint = _fingerprint(evaluator, real_images)
-    reference = _read_reference(cache_path, fingerprint)
-    if reference is None:
-        reference = _compute_reference(evaluator, real_images)
-        _write_reference(cache_path, fingerprint, reference)
-    return reference
-
-
-def _compute_reference(evaluator: evaluator_lib.Evaluator, real_images: np.ndarray) -> Reference:
-    features = evaluator.features(real_images)
-    return Reference(features, metrics.feature_stats(features))
-
-
 # --- Metrics -------------------------------------------------------------------------------------------
 
 
@@ -313,73 +177,6 @@ def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.nda
 
 
 # --- Checkpoints ---------------------------------------------------------------------------------------
-
-
-class RestoredRun(NamedTuple):
-    """A training run restored from its workdir: its config, models and state at one checkpoint."""
-
-    workdir: str
-    config: ml_collections.ConfigDict
-    gan: GAN
-    state: HostState
-    step: int
-
-    def generator_variables(self, use_ema: bool = True) -> dict[str, Any]:
-        """G's variables to sample with: the EMA generator's when the run keeps one and `use_ema`."""
-        return self.state.sampling_variables(use_ema)
-
-    def generator_name(self, use_ema: bool = True) -> str:
-        """"ema" or "raw": which generator `generator_variables(use_ema)` gives."""
-        return "ema" if use_ema and self.state.generator_ema is not None else "raw"
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run saved in `workdir/config.json`, validated.
-
-    Raises:
-      UserError: no such workdir, no config.json in it (no run), or an unreadable or invalid one.
-    """
-    if not os.path.isdir(workdir):
-        raise CheckpointError(f"workdir {workdir} does not exist")
-    config = workdir_lib.read_config(workdir)
-    if config is None:
-        raise CheckpointError(f"{workdir} holds no training run (no config.json)")
-    config_lib.validate(config)
-    return config
-
-
-def load_run(workdir: str, step: int | None = None) -> RestoredRun:
-    """Restores a run's config and the checkpoint at `step` (default: the latest).
-
-    Args:
-      workdir: the run's folder, holding config.json and checkpoints/.
-      step: which checkpoint; None for the newest that restores (damaged ones are skipped with a
-        warning and left as they are: reading never changes a run's folder).
-
-    Returns:
-      The `RestoredRun`.
-
-    Raises:
-      UserError: no run, no checkpoint (at that step), a damaged checkpoint at that step, or a
-        checkpoint that does not fit the config.
-    """
-    workdir = os.path.abspath(workdir)
-    config = load_config(workdir)
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    # Checked first: the checkpointer would create the folder.
-    if not os.path.isdir(checkpoint_dir):
-        raise CheckpointError(f"{workdir} holds no checkpoints")
-    gan = GAN.from_config(config)
-    checkpointer = Checkpointer(checkpoint_dir, config.keep_checkpoints)
-    try:
-        state = checkpointer.restore(abstract_host_state(abstract_train_state(gan)), step)
-        if state is None:
-            raise CheckpointError(f"{checkpoint_dir} holds no checkpoint")
-    finally:
-        checkpointer.close()
-    return RestoredRun(workdir, config, gan, state, int(state.step))
-
-
 
 
 def eval_path(workdir: str, step: int, raw_of_ema_run: bool = False) -> str:
@@ -508,6 +305,9 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
                 raise UserError("--dataset and --data_dir go with --samples; a run's config names its data")
             num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
             seed = 0 if seed is None else seed
+            sweep = workdir_lib.read_sweep(workdir)
+            if sweep is not None:
+                return _run_sweep(workdir, sweep, num_samples, step, seed, use_ema, json_path)
             step, result, path = evaluate_checkpoint(workdir, num_samples, step, seed, use_ema)
             header = (f"step {step} of {os.path.abspath(workdir)}: {num_samples} samples (seed {seed}) "
                       f"of the {result['generator']} generator against the real test split")
@@ -538,6 +338,42 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
     print(format_table(result))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def evaluate_sweep(workdir: str, runs: list[dict], num_samples: int = DEFAULT_NUM_SAMPLES,
+                   step: int | None = None, seed: int = 0,
+                   use_ema: bool = True) -> tuple[list[dict], list[dict]]:
+    """Evaluates every run of a sweep folder (`evaluate_checkpoint` on each run's folder).
+
+    Returns:
+      (rows, groups): one row per run ({"name", "seed", "values", "step", <metrics>...}) and the
+      summary per group of seeds (`sweep_report.summarize`).
+    """
+    rows = []
+    for run in runs:
+        run_step, result, _ = evaluate_checkpoint(os.path.join(workdir, run["name"]), num_samples, step,
+                                                  seed, use_ema)
+        rows.append({"name": run["name"], "seed": run["seed"], "values": run["values"],
+                     "step": run_step, **result})
+    return rows, sweep_report.summarize(rows)
+
+
+def _run_sweep(workdir, runs, num_samples, step, seed, use_ema, json_path) -> int:
+    """The command line on a sweep folder: every run, then each group of seeds."""
+    try:
+        rows, groups = evaluate_sweep(workdir, runs, num_samples, step, seed, use_ema)
+        if json_path:
+            files.write_json(json_path, {"num_samples": num_samples, "seed": seed, "runs": rows,
+                                         "groups": groups})
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"sweep {os.path.abspath(workdir)}: {len(rows)} runs, {num_samples} samples each (seed {seed}) "
+          f"against the real test split")
+    print(sweep_report.format_report(rows, groups))
+    if json_path:
+        print(f"wrote {json_path}", file=sys.stderr)
     return 0
 
 

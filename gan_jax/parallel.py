@@ -11,6 +11,9 @@
 The host-side form of the state (`HostState`: numpy leaves, the key as raw key data) is what checkpoints
 hold: one unreplicated copy, independent of how many devices trained it, so a run saved on 4 devices
 resumes on 2 or 1.
+
+A sweep (`SweepParallel`) maps the same step over runs instead: every run on one device with its own
+state, data order and hyperparameters, several runs in one program, the runs spread over the devices.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import steps
+from gan_jax import input_pipeline, steps
 from gan_jax.errors import ConfigError, UserError
-from gan_jax.state import GAN, TrainState
+from gan_jax.state import GAN, HYPERPARAMETERS, Hyperparams, TrainState
 
 AXIS = "data"  # the named device axis collectives average over
 MODES = ("pmap", "shard_map")
+RUNS_AXIS = "runs"  # the device axis a sweep's runs are spread over
+# How a sweep runs its runs inside one program: "vmap" batches them into every op (per-run weights
+# make each convolution a grouped one), "unrolled" has one copy of the step per run, "map" is a
+# lax.map loop over the runs. "auto" picks by backend (measured; see README, Sweeps).
+SWEEP_FORMS = ("auto", "vmap", "unrolled", "map")
 
 HostState = TrainState  # with numpy leaves and `key` as uint32 key data
 
@@ -219,3 +227,144 @@ def all_finite(tree: Any) -> bool:
     """Whether every float in a host tree is finite."""
     return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)
                if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+
+
+def sweep_form(form: str) -> str:
+    """The form "auto" stands for on this backend: a copy of the step per run on CPU, where XLA runs
+    the grouped convolutions of "vmap" slowly; "vmap" on accelerators, where they fill the chip."""
+    if form != "auto":
+        return form
+    return "unrolled" if jax.default_backend() == "cpu" else "vmap"
+
+
+def stack(trees: list[Any]) -> Any:
+    """Host trees of one structure -> one tree whose leaves have a leading axis, one entry per tree."""
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
+
+
+def unstack(tree: Any, count: int) -> list[Any]:
+    """The inverse of `stack`: `count` host trees."""
+    return [jax.tree.map(lambda leaf: np.asarray(leaf[i]), tree) for i in range(count)]
+
+
+def sweep_hyperparams(configs: list[ml_collections.ConfigDict]) -> Hyperparams:
+    """Each run's hyperparameters as one array per field, with a leading run axis."""
+    per_run = [Hyperparams.from_config(config) for config in configs]
+    return Hyperparams(**{name: np.asarray([getattr(hp, name) for hp in per_run],
+                                           np.int32 if name == "ema_start" else np.float32)
+                          for name in HYPERPARAMETERS})
+
+
+class SweepParallel:
+    """Compiles the train step for a sweep's runs, all in one program, and lays out their states.
+
+    States, data orders and hyperparameters are stacked: every leaf has a leading run axis. Each
+    run's step is the one-run `steps.train_step` with the run's own hyperparameters and data order
+    (the images are shared), in the form `sweep_form` picks. With several devices the run axis is
+    sharded over them (`jax.shard_map`), each device running its share of the runs in that form.
+
+    Attributes:
+      num_runs: runs in the sweep.
+      num_devices: devices the runs are spread over.
+      form: "vmap", "unrolled" or "map".
+      gan: models and settings (no device axis: every run is on one device).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, num_runs: int, form: str = "auto"):
+        num_local = config.num_devices or jax.local_device_count()
+        if jax.process_count() > 1:
+            raise ConfigError("a sweep runs in one process; spread its runs over that process's devices")
+        if num_local > jax.local_device_count():
+            raise ConfigError(f"config.num_devices={num_local} but this process has only "
+                              f"{jax.local_device_count()} {jax.default_backend()} device(s)")
+        # The runs spread evenly: as many devices as divide the run count, at most num_local.
+        self.num_devices = max(d for d in range(1, num_local + 1) if num_runs % d == 0)
+        self.devices = jax.local_devices()[:self.num_devices]
+        self.num_runs = num_runs
+        self.form = sweep_form(form)
+        if self.form not in SWEEP_FORMS[1:]:
+            raise ConfigError(f"unknown sweep form {form!r}; expected one of {SWEEP_FORMS}")
+        self.gan = GAN.from_config(config)
+        self.unroll = config.model.conv_transpose == "xla" and jax.default_backend() == "cpu"
+        self._mesh = Mesh(np.array(self.devices), (RUNS_AXIS,))
+        self._compiled: dict[int, Callable] = {}
+
+    def _per_run(self, num_steps: int) -> Callable:
+        """`(state, data, hp) -> (state, metrics)` of one run, `num_steps` steps."""
+        if num_steps == 1:
+            return functools.partial(steps.train_step, gan=self.gan)
+        return functools.partial(steps.train_steps, gan=self.gan, num_steps=num_steps,
+                                 unroll=self.unroll)
+
+    def _local_runs(self, num_steps: int) -> Callable:
+        """`(states, data, hps) -> (states, metrics)` over stacked runs, in this sweep's form."""
+        per_run = self._per_run(num_steps)
+
+        def one(state, orders, hp, images):
+            return per_run(state, input_pipeline.TrainData(images, orders), hp=hp)
+
+        if self.form == "vmap":
+            def runs(states, data, hps):
+                return jax.vmap(one, in_axes=(0, 0, 0, None))(states, data.orders, hps, data.images)
+        elif self.form == "map":
+            def runs(states, data, hps):
+                return jax.lax.map(lambda args: one(*args, data.images), (states, data.orders, hps))
+        else:  # unrolled: a copy of the step per run, each reading its slice of the stacked inputs
+            def runs(states, data, hps):
+                count = data.orders.shape[0]
+                outputs = [one(*jax.tree.map(lambda x: x[i], (states, data.orders, hps)), data.images)
+                           for i in range(count)]
+                return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *outputs)
+        return runs
+
+    def train_steps(self, num_steps: int) -> Callable:
+        """`states, metrics = step(states, data, hps)`, compiled once per step count on first use.
+
+        `data` is a TrainData whose orders have a leading run axis; the states are donated; each
+        metric comes back with shape (runs,) or (runs, num_steps).
+        """
+        if num_steps not in self._compiled:
+            runs = self._local_runs(num_steps)
+            if self.num_devices == 1:
+                compiled = jax.jit(runs, donate_argnums=0, compiler_options=compiler_options())
+            else:
+                sharded = input_pipeline.TrainData(P(), P(RUNS_AXIS))
+                compiled = jax.jit(jax.shard_map(runs, mesh=self._mesh,
+                                                 in_specs=(P(RUNS_AXIS), sharded, P(RUNS_AXIS)),
+                                                 out_specs=(P(RUNS_AXIS), P(RUNS_AXIS)),
+                                                 check_vma=False), donate_argnums=0)
+            self._compiled[num_steps] = compiled
+        return self._compiled[num_steps]
+
+    def _put(self, tree: Any, runs_axis: bool) -> Any:
+        spec = P(RUNS_AXIS) if runs_axis else P()
+        return jax.device_put(tree, NamedSharding(self._mesh, spec))
+
+    def put_states(self, host_states: list[HostState]) -> TrainState:
+        """The runs' host states stacked and placed, the keys wrapped."""
+        placed = self._put(stack(host_states), runs_axis=True)
+        return placed.replace(key=jax.random.wrap_key_data(placed.key))
+
+    def put_data(self, images: np.ndarray, orders: list[np.ndarray]) -> input_pipeline.TrainData:
+        """The shared images on every device and each run's data order (see `steps.data_orders`)."""
+        return input_pipeline.TrainData(self._put(images, runs_axis=False),
+                                        self._put(np.stack(orders), runs_axis=True))
+
+    def put_hyperparams(self, hyperparams: Hyperparams) -> Hyperparams:
+        return self._put(hyperparams, runs_axis=True)
+
+    def get_states(self, states: TrainState) -> list[HostState]:
+        """One host state per run."""
+        return unstack(jax.device_get(states.replace(key=jax.random.key_data(states.key))),
+                       self.num_runs)
+
+    def get_metrics(self, metrics: Any) -> list[list[dict[str, np.ndarray]]]:
+        """Per run, the call's metrics as one dict per step."""
+        host = jax.device_get(metrics)
+        per_run = []
+        for values in unstack(host, self.num_runs):
+            if np.ndim(next(iter(values.values()))) == 0:
+                per_run.append([values])
+            else:
+                per_run.append([dict(zip(values, step)) for step in zip(*values.values())])
+        return per_run

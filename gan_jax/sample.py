@@ -26,7 +26,7 @@ import numpy as np
 from gan_jax import cli, plots
 from gan_jax.errors import UserError
 from gan_jax.files import atomic_write
-from gan_jax.evaluate import RestoredRun, generate_images, latent_noise, load_run
+from gan_jax.runs import RestoredRun, generate_images, latent_noise, load_run
 
 DEFAULT_NUM = 64
 DEFAULT_INTERPOLATION_STEPS = 10
@@ -79,7 +79,7 @@ def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool 
     """G's images for a restored run: float32 (num, 28, 28, 1) in [-1, 1].
 
     Args:
-      restored: the run and checkpoint to sample from (`evaluate.load_run`).
+      restored: the run and checkpoint to sample from (`runs.load_run`).
       num: how many images (with `interpolate`, the points along the path, >= 2).
       seed: seeds the noise.
       interpolate: the spherical path between the latents of `seed` and `seed + 1` instead of

@@ -64,27 +64,62 @@ class TrainState:
         return self.generator.variables()
 
 
+@flax.struct.dataclass
+class Hyperparams:
+    """The numbers a training step reads that leave its program unchanged: learning rates, Adam's
+    betas, the loss weights and the EMA's decay and start (the config keys of the same names).
+
+    For one run they are the config's Python numbers, constants of the compiled step. A sweep
+    (`gan_jax.sweep`) passes arrays with one value per run instead, so runs with other learning rates
+    share one program.
+    """
+
+    g_lr: Any
+    d_lr: Any
+    b1: Any
+    b2: Any
+    cycle_weight: Any
+    gp_weight: Any
+    r1_gamma: Any
+    ema_decay: Any
+    ema_start: Any
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "Hyperparams":
+        return cls(**{name: int(config[name]) if name == "ema_start" else float(config[name])
+                      for name in HYPERPARAMETERS})
+
+    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+        """Adam for G and for D with these learning rates and betas."""
+        return (optax.adam(self.g_lr, b1=self.b1, b2=self.b2),
+                optax.adam(self.d_lr, b1=self.b1, b2=self.b2))
+
+
+HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(Hyperparams))
+
+
 @dataclasses.dataclass(frozen=True)
 class GAN:
-    """The static half of training: models, optimizers and loss settings, all from the config."""
+    """The static half of training, all from the config: models, loss kind and the terms it has.
+
+    The optional terms are switched on by their weights being non-zero (`cycle`, `r1`, `ema`); how
+    much they weigh is in `hyperparams`, which the steps read unless they are given a sweep's.
+    """
 
     generator: Generator
     discriminator: Discriminator
-    g_optimizer: optax.GradientTransformation
-    d_optimizer: optax.GradientTransformation
     latent_dim: int
     batch_size: int  # the global batch of each D update (a step takes d_steps of them)
-    cycle_weight: float
-    loss: str = "ns"  # one of losses.LOSSES
-    gp_weight: float = 10.0  # WGAN-GP's penalty weight (loss="wgan_gp" only)
-    r1_gamma: float = 0.0  # R1 penalty weight; 0: off
-    d_steps: int = 1  # D updates per G update
-    ema_decay: float = 0.0  # decay of the moving average of G's weights; 0: no EMA
-    ema_start: int = 0  # steps before the average starts (it copies G's weights until then)
+    loss: str  # one of losses.LOSSES
+    d_steps: int  # D updates per G update
+    cycle: bool  # G's loss has the tutorial's cycle term (config.cycle_weight > 0)
+    r1: bool  # D's loss has the R1 penalty (config.r1_gamma > 0)
+    ema: bool  # the state keeps a moving average of G (config.ema_decay > 0)
+    hyperparams: Hyperparams
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None) -> "GAN":
-        """Builds models and optimizers; `axis_name` names the device axis BatchNorm averages over."""
+        """Builds models and settings; `axis_name` names the device axis BatchNorm averages over."""
         model = config.model
         # Parameters and optimizer states stay float32; compute_dtype is what layers compute in.
         dtype = jnp.dtype(model.compute_dtype)
@@ -94,17 +129,14 @@ class GAN:
                                 dtype=dtype),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
                                         norm=model.d_norm, axis_name=axis_name, dtype=dtype),
-            g_optimizer=optax.adam(config.g_lr, b1=config.b1, b2=config.b2),
-            d_optimizer=optax.adam(config.d_lr, b1=config.b1, b2=config.b2),
             latent_dim=config.latent_dim,
             batch_size=config.batch_size,
-            cycle_weight=float(config.cycle_weight),
             loss=config.loss,
-            gp_weight=float(config.gp_weight),
-            r1_gamma=float(config.r1_gamma),
             d_steps=config.d_steps,
-            ema_decay=float(config.ema_decay),
-            ema_start=config.ema_start,
+            cycle=bool(config.cycle_weight),
+            r1=bool(config.r1_gamma),
+            ema=bool(config.ema_decay),
+            hyperparams=Hyperparams.from_config(config),
         )
 
 
@@ -125,16 +157,18 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
 def create_train_state(gan: GAN, seed: int) -> TrainState:
     """Initial state from a seed: both networks initialized, Adam states zero, step 0."""
     keys = seed_keys(seed)
-    generator = _init_network(gan.generator, gan.g_optimizer, keys["generator_init"],
+    # Adam's initial state (zero moments) does not depend on its hyperparameters.
+    g_optimizer, d_optimizer = gan.hyperparams.optimizers()
+    generator = _init_network(gan.generator, g_optimizer, keys["generator_init"],
                               jnp.zeros((1, gan.latent_dim), jnp.float32))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         generator=generator,
-        discriminator=_init_network(gan.discriminator, gan.d_optimizer, keys["discriminator_init"],
+        discriminator=_init_network(gan.discriminator, d_optimizer, keys["discriminator_init"],
                                     jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)),
         key=keys["train"],
         # The average starts at G's initial variables (a copy: the state's buffers are donated).
-        generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema_decay else None,
+        generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema else None,
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from gan_jax import input_pipeline, losses
-from gan_jax.state import GAN, NetworkState, TrainState
+from gan_jax.state import GAN, Hyperparams, NetworkState, TrainState
 
 Metrics = dict[str, jax.Array]
 
@@ -69,7 +69,7 @@ def _discriminate(gan: GAN, variables: dict[str, Any], images: jax.Array) -> tup
 
 
 def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
-           axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+           hp: Hyperparams | None = None, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """One discriminator update on real images and G(z), G held fixed, with `gan.loss`'s objective.
 
     Only D changes: G runs in training mode (batch statistics) as in the tutorial, but its updated
@@ -79,7 +79,8 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
       state: the training state.
       real: this device's real images, float32 in [-1, 1], (batch, 28, 28, 1).
       key: PRNG key for this update's noise (and WGAN-GP's interpolation weights).
-      gan: models, optimizers and loss settings.
+      gan: models and loss settings.
+      hp: learning rates, betas and loss weights; `gan.hyperparams` (the config's) by default.
       axis_name: the device axis when sharded, else None.
 
     Returns:
@@ -87,6 +88,7 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
       (r1_gamma > 0): the loss with its penalties, D's mean output on real and on fake images (a
       probability for the "ns" loss, the raw score otherwise), and the unweighted penalties.
     """
+    hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
     fake, _ = gan.generator.apply(generator.variables(), sample_noise(gan, key, axis_name),
                                   train=True, mutable=["batch_stats"])
@@ -106,16 +108,16 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
             weights = jax.random.uniform(jax.random.fold_in(key, 1), (gan.batch_size,))
             penalties["d_gp"] = losses.gradient_penalty(critic, real, fake,
                                                         _local_slice(weights, axis_name))
-            loss = loss + gan.gp_weight * penalties["d_gp"]
-        if gan.r1_gamma:
+            loss = loss + hp.gp_weight * penalties["d_gp"]
+        if gan.r1:
             penalties["d_r1"] = losses.r1_penalty(critic, real)
-            loss = loss + gan.r1_gamma / 2 * penalties["d_r1"]
+            loss = loss + hp.r1_gamma / 2 * penalties["d_r1"]
         return loss, (variables["batch_stats"], real_logits, fake_logits, penalties)
 
     (loss, (batch_stats, real_logits, fake_logits, penalties)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(discriminator.params)
     grads = _mean_over_devices(grads, axis_name)
-    discriminator = _apply_gradients(discriminator, gan.d_optimizer, grads, batch_stats)
+    discriminator = _apply_gradients(discriminator, hp.optimizers()[1], grads, batch_stats)
     metrics = {
         "d_loss": loss,
         "d_real": losses.discriminator_output(gan.loss, real_logits).mean(),
@@ -126,7 +128,7 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
 
 
 def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
-           axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+           hp: Hyperparams | None = None, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """One generator update through D with `gan.loss`'s generator objective, plus the cycle term.
 
     Only G changes: D runs in training mode, but its updated statistics are dropped.
@@ -135,12 +137,14 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
       state: the training state.
       real: this device's real images; used only by the cycle term.
       key: PRNG key for this step's noise.
-      gan: models, optimizers and loss settings.
+      gan: models and loss settings.
+      hp: learning rates, betas and loss weights; `gan.hyperparams` (the config's) by default.
       axis_name: the device axis when sharded, else None.
 
     Returns:
       The new state and {"g_loss"} (the cycle term included when its weight is not zero).
     """
+    hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
     noise = sample_noise(gan, key, axis_name)
 
@@ -149,25 +153,25 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
         fake, updates = gan.generator.apply(variables, noise, train=True, mutable=["batch_stats"])
         fake_logits, _ = _discriminate(gan, discriminator.variables(), fake)
         loss = losses.generator_loss(gan.loss, fake_logits)
-        if gan.cycle_weight:
-            loss = loss + gan.cycle_weight * cycle_loss(real, fake)
+        if gan.cycle:
+            loss = loss + hp.cycle_weight * cycle_loss(real, fake)
         return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(generator.params)
     grads = _mean_over_devices(grads, axis_name)
-    generator = _apply_gradients(generator, gan.g_optimizer, grads, batch_stats)
+    generator = _apply_gradients(generator, hp.optimizers()[0], grads, batch_stats)
     return state.replace(generator=generator), _mean_over_devices({"g_loss": loss}, axis_name)
 
 
-def update_ema(state: TrainState, *, gan: GAN) -> TrainState:
+def update_ema(state: TrainState, hp: Hyperparams) -> TrainState:
     """Moves the average of G's variables towards G's: ema <- decay * ema + (1 - decay) * G.
 
     The average covers G's parameters and its BatchNorm running statistics alike. Before step
-    `gan.ema_start` the decay is 0, so the average copies G (as PyTorch-StudioGAN's `ema_start`).
+    `hp.ema_start` the decay is 0, so the average copies G (as PyTorch-StudioGAN's `ema_start`).
     Decay 0 gives G's variables exactly, decay 1 keeps the initial ones exactly (the update is
     `optax.incremental_update`, whose weights are then exactly 0 and 1).
     """
-    decay = jnp.where(state.step >= gan.ema_start, gan.ema_decay, 0.0)
+    decay = jnp.where(state.step >= hp.ema_start, hp.ema_decay, 0.0)
     average = optax.incremental_update(state.generator.variables(), state.generator_ema, 1.0 - decay)
     return state.replace(generator_ema=average)
 
@@ -185,6 +189,7 @@ def data_orders(train_key: jax.Array, epoch: int, num_examples: int) -> np.ndarr
 
 
 def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
+               hp: Hyperparams | None = None,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """One training step: gather its batches on device, update D d_steps times, then G, then the EMA.
 
@@ -192,7 +197,8 @@ def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
       state: the training state.
       data: the whole training split, resident on the device, and the data order of the epochs of
         this call (see `data_orders`).
-      gan: models, optimizers and loss settings.
+      gan: models and loss settings.
+      hp: learning rates, betas, loss weights and EMA settings; `gan.hyperparams` by default.
       axis_name: the device axis when sharded, else None.
 
     Returns:
@@ -209,25 +215,27 @@ def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
     d_metrics = []
     for update in range(gan.d_steps):
         real = input_pipeline.to_model_range(data.images[_local_slice(batches[update], axis_name)])
-        state, metrics = d_step(state, real, keys[update], gan=gan, axis_name=axis_name)
+        state, metrics = d_step(state, real, keys[update], gan=gan, hp=hp, axis_name=axis_name)
         d_metrics.append(metrics)
     # G's cycle term (if any) compares with the last D update's real batch.
-    state, g_metrics = g_step(state, real, keys[gan.d_steps], gan=gan, axis_name=axis_name)
+    state, g_metrics = g_step(state, real, keys[gan.d_steps], gan=gan, hp=hp, axis_name=axis_name)
     if state.generator_ema is not None:  # the state keeps an average when config.ema_decay > 0
-        state = update_ema(state, gan=gan)
+        state = update_ema(state, gan.hyperparams if hp is None else hp)
     d_metrics = jax.tree.map(lambda *values: jnp.stack(values).mean(), *d_metrics)
     return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
 
 def train_steps(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN, num_steps: int,
-                unroll: bool, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+                unroll: bool, hp: Hyperparams | None = None,
+                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """`num_steps` training steps in one call, to remove per-step dispatch overhead.
 
     Each step is `train_step`, so the result equals `num_steps` separate calls up to float rounding
     (XLA may fuse differently across step boundaries).
 
     Args:
-      state, data, gan, axis_name: as for `train_step`; the call's steps span at most two epochs.
+      state, data, gan, hp, axis_name: as for `train_step`; the call's steps span at most two
+        epochs.
       num_steps: steps per call.
       unroll: unroll the loop into straight-line code instead of an XLA while loop. Both run at the
         same speed per step with the model's own convolutions, whose gradients are canonical
@@ -240,7 +248,7 @@ def train_steps(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN, 
       The new state and each metric stacked over the steps, shape (num_steps,).
     """
     def body(state, _):
-        return train_step(state, data, gan=gan, axis_name=axis_name)
+        return train_step(state, data, gan=gan, hp=hp, axis_name=axis_name)
     return jax.lax.scan(body, state, length=num_steps, unroll=num_steps if unroll else 1)
 
 

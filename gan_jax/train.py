@@ -8,7 +8,6 @@ workdir holds a checkpoint resumes from it; SIGTERM or Ctrl-C saves a checkpoint
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
@@ -17,64 +16,15 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import cli, input_pipeline, parallel, plots, steps
+from gan_jax import cli, input_pipeline, loop, parallel, steps
 from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import NonFiniteLossError, UserError
-from gan_jax.logging_utils import MeanMetrics, MetricsWriter, Progress, logger
+from gan_jax.logging_utils import logger
+from gan_jax.loop import Interrupted
+from gan_jax.outputs import RunOutputs
 from gan_jax.parallel import HostState
-from gan_jax.state import abstract_train_state, create_train_state, seed_keys
-
-NUM_SAMPLES = plots.GRID[0] * plots.GRID[1]  # the grid rendered from fixed noise
-LOG_WINDOW = "log_window"  # a checkpoint's record of the metrics logged at the next log step
-
-
-class Interrupted(Exception):
-    """Training was stopped by SIGTERM or Ctrl-C after saving a checkpoint; not an error."""
-
-    def __init__(self, step: int, checkpoint_dir: str):
-        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}")
-        self.step = step
-
-
-def _first_non_finite(window: list[dict[str, np.ndarray]], first_step: int) -> tuple[int, str, float] | None:
-    """(step, metric, value) of the first NaN or infinite loss in a window of per-step metrics."""
-    for offset, metrics in enumerate(window):
-        for name in ("d_loss", "g_loss"):
-            if not np.isfinite(metrics[name]):
-                return first_step + offset, name, float(metrics[name])
-    return None
-
-
-def _any_process(flag: bool) -> bool:
-    """True on every process if `flag` is true on any (processes must stop at the same step)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
-
-
-class _InterruptFlag:
-    """Turns SIGTERM and SIGINT into a flag the loop checks between steps (main thread only)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.raised = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
+from gan_jax.state import abstract_train_state, create_train_state
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostState:
     """Trains the GAN that `config` describes, writing everything into `workdir`.
@@ -132,60 +82,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
     return host_state
 
 
-class _Throughput:
-    """Steps per second between log lines, with compiling calls kept out of the count."""
-
-    def __init__(self, step: int):
-        self._time, self._step = time.perf_counter(), step
-
-    def exclude(self, seconds: float, num_steps: int) -> None:
-        self._time += seconds
-        self._step += num_steps
-
-    def rate(self, step: int) -> float | None:
-        """Steps/s since the last call (None if no step was timed); restarts the count."""
-        now = time.perf_counter()
-        rate = (step - self._step) / (now - self._time) if step > self._step else None
-        self._time, self._step = now, step
-        return rate
-
-
-class _HostMetrics:
-    """Brings each call's metrics to the host one call late, checks them, and feeds the log window.
-
-    Fetching the previous call's metrics right after the next call is dispatched costs no idle device
-    time (the device is busy with that next call), so a NaN or infinite loss stops the run within one
-    call of the step that produced it, and only sums, never a backlog of device arrays, are held
-    between log steps.
-    """
-
-    def __init__(self, data_parallel, checkpointer, outputs):
-        self._data_parallel, self._checkpointer, self._outputs = data_parallel, checkpointer, outputs
-        self._pending = None
-
-    def add(self, metrics, first_step: int) -> None:
-        """The device metrics of the call just dispatched, whose first step is `first_step`."""
-        previous, self._pending = self._pending, (metrics, first_step)
-        if previous is not None:
-            self._take(*previous)
-
-    def flush(self) -> None:
-        """Takes the last call's metrics too (waiting for it)."""
-        if self._pending is not None:
-            self._take(*self._pending)
-            self._pending = None
-
-    def _take(self, metrics, first_step: int) -> None:
-        per_step = self._data_parallel.get_metrics(metrics)
-        bad = _first_non_finite(per_step, first_step)
-        if bad is not None:
-            raise NonFiniteLossError(
-                f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
-                f"checkpoint: step {self._checkpointer.latest_step()} in {self._checkpointer.directory}")
-        if self._outputs:
-            self._outputs.add(per_step)
-
-
 class _EpochData:
     """The TrainData of the epoch at hand: the split on device once, each epoch's order computed once."""
 
@@ -206,93 +102,31 @@ class _EpochData:
         return self._data
 
 
-class _Outputs:
-    """What process 0 writes as training goes: metrics, progress, sample grids, evaluations, plots."""
-
-    def __init__(self, config, workdir: str, gan, start_step: int, total_steps: int,
-                 steps_per_epoch: int):
-        self._config, self._workdir = config, workdir
-        self._steps_per_epoch = steps_per_epoch
-        self._generate = parallel.compile_generate(gan)
-        self._fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
-                                              (NUM_SAMPLES, config.latent_dim))
-        self._samples_dir = os.path.join(workdir, "samples")
-        self._writer = MetricsWriter(workdir, start_step=start_step)
-        self._progress = Progress(start_step, total_steps, steps_per_epoch)
-        self._means = MeanMetrics()
-        self._evaluate = None
-        if config.eval_every:
-            from gan_jax import evaluate  # the evaluator network and test split: only when asked for
-            self._evaluate = evaluate.make_training_evaluator(config, workdir)
-
-    def add(self, step_metrics: list[dict[str, np.ndarray]]) -> None:
-        """Metrics of steps not yet logged: the next log line reports their mean."""
-        self._means.add(step_metrics)
-
-    def checkpoint_extra(self) -> dict:
-        """Saved with a checkpoint: the sums of the metrics not yet logged. Everything logged so far
-        is flushed first, so a run killed after the checkpoint resumes with all of it on disk."""
-        self._writer.flush()
-        return {LOG_WINDOW: self._means.state()}
-
-    def resume(self, extra: dict) -> None:
-        """Continues the log window a checkpoint saved (none for checkpoints of older versions)."""
-        self._means.restore(extra.get(LOG_WINDOW))
-
-    def progress(self, step: int) -> None:
-        self._progress.update(step, None)
-
-    def write(self, step: int, steps_per_s: float | None, host_state, log: bool, evaluate: bool) -> None:
-        """The metrics record of `step`: the means since the last log line, and/or an evaluation."""
-        record = {"epoch": (step - 1) // self._steps_per_epoch + 1}
-        if log:
-            record.update(self._means.pop())
-            record["steps_per_s"] = steps_per_s
-        if evaluate and self._evaluate:
-            record.update(self._evaluate(host_state))
-        self._writer.write(step, record)
-        self._progress.update(step, record)
-
-    def sample(self, step: int, host_state) -> None:
-        """The grid of G (the EMA generator when there is one) on the run's fixed noise."""
-        samples = np.asarray(self._generate(jax.device_put(host_state.sampling_variables()),
-                                            self._fixed_noise))
-        grid = plots.image_grid(plots.to_uint8(samples), *plots.GRID)
-        plots.save_grid_image(grid, os.path.join(self._samples_dir, f"step_{step:07d}.png"))
-        self._writer.write_image(step, "samples", grid)
-
-    def close(self) -> None:
-        self._progress.close()
-        self._writer.close()
-
-    def plot(self) -> None:
-        """losses.png, quality.png (with eval_every) and progress.gif, all redrawn from the files."""
-        plots.save_loss_curves(self._writer.path, os.path.join(self._workdir, "losses.png"))
-        if self._config.eval_every:
-            plots.save_quality_curves(self._writer.path, os.path.join(self._workdir, "quality.png"))
-        plots.save_progress_gif(self._samples_dir, os.path.join(self._workdir, "progress.gif"))
-
-
-def _due(config, step: int, total_steps: int) -> dict[str, bool]:
-    """Which cadences fall on `step` (the last step does them all)."""
-    return {name: step % config[f"{name}_every"] == 0 or step == total_steps
-            for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
-
-
 def _train_loop(config, workdir, data_parallel, host_state, extra, images, checkpointer,
                 steps_per_epoch, total_steps):
     step = int(host_state.step)
     state = data_parallel.put_state(host_state)
     epoch_data = _EpochData(data_parallel, images, host_state.key, steps_per_epoch)
-    outputs = (_Outputs(config, workdir, data_parallel.gan, step, total_steps, steps_per_epoch)
+    outputs = (RunOutputs(config, workdir, data_parallel.gan, step, total_steps, steps_per_epoch)
                if jax.process_index() == 0 else None)
     if outputs:
         outputs.resume(extra)
-    host_metrics = _HostMetrics(data_parallel, checkpointer, outputs)
-    throughput, compiled = _Throughput(step), set()
+
+    def take(metrics, first_step: int) -> None:
+        per_step = data_parallel.get_metrics(metrics)
+        bad = loop.first_non_finite(per_step, first_step)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"{bad[1]} became {bad[2]} at step {bad[0]}; stopped without saving. Last good "
+                f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}")
+        if outputs:
+            outputs.add(per_step)
+
+    host_metrics = loop.HostMetrics(take)
+    throughput, compiled = loop.Throughput(step), set()
     stopping = False
     try:
-        with _InterruptFlag() as interrupt:
+        with loop.InterruptFlag() as interrupt:
             while step < total_steps and not stopping:
                 # steps_per_call at a time while aligned to it and room is left; single steps else
                 # (a run resumed off the grid, or the tail of the run).
@@ -312,10 +146,10 @@ def _train_loop(config, workdir, data_parallel, host_state, extra, images, check
                                 elapsed)
                     throughput.exclude(elapsed, num_steps)
                     compiled.add(num_steps)
-                due = _due(config, step, total_steps)
+                due = loop.due(config, step, total_steps)
                 # One process alone checks its flag every step; several agree at synced steps only.
                 stopping = interrupt.raised if jax.process_count() == 1 else (
-                    any(due.values()) and _any_process(interrupt.raised))
+                    any(due.values()) and loop.any_process(interrupt.raised))
                 if not (any(due.values()) or stopping):
                     if outputs:
                         outputs.progress(step)

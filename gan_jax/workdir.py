@@ -29,13 +29,15 @@ from gan_jax.logging_utils import logger
 LOCK_FILE = "lock"
 CONFIG_FILE = "config.json"
 CONFIG_HISTORY_FILE = "config_history.jsonl"
+SWEEP_FILE = "sweep.json"  # in a sweep's folder: its runs, their seeds and values (gan_jax.sweep)
 
 
-def prepare(workdir: str) -> str:
-    """Creates the workdir (and its samples/ folder) and checks it can be written; its absolute path."""
+def prepare(workdir: str, folders: tuple[str, ...] = ("samples",)) -> str:
+    """Creates the workdir (and `folders` in it) and checks it can be written; its absolute path."""
     workdir = os.path.abspath(workdir)
     try:
-        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+        for folder in folders or ("",):
+            os.makedirs(os.path.join(workdir, folder), exist_ok=True)
         probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # per process: hosts may share it
         with open(probe, "w"):
             pass
@@ -157,3 +159,19 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int,
         raise UserError(f"cannot write {os.path.join(workdir, CONFIG_HISTORY_FILE)}: "
                         f"{e.strerror or e}") from None
     files.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+
+
+def read_sweep(workdir: str) -> list[dict] | None:
+    """The runs a sweep folder holds ({"name", "seed", "values", "status"} each), or None if
+    `workdir` is not a sweep's folder."""
+    path = os.path.join(workdir, SWEEP_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            runs = json.load(f)["runs"]
+        for run in runs:
+            run["name"], run["seed"], run["values"]  # noqa: B018  (each must be there)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    return runs

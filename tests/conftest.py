@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 
 # Four fake CPU devices for the multi-device tests; set before anything imports JAX. Single-device
 # numerics do not change with this flag, and the single-device tests ask for one device.
 NUM_FAKE_DEVICES = 4
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={NUM_FAKE_DEVICES}"])
+# One compilation cache for the whole test run, in-process and in the commands the tests start: the
+# tests compile the same small steps many times (each run builds its own jit), and a step costs
+# seconds to compile here. A cached executable is the very program a compilation would give.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gan_jax_tests_jit_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import numpy as np

@@ -77,13 +77,13 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
     tools: its config lacks their keys and its state has no EMA. It loads, samples and resumes."""
     import shutil
 
-    from gan_jax import evaluate, train
+    from gan_jax import runs, train
     workdir = str(tmp_path / "old")
     shutil.copytree(OLD_RUN, workdir)
-    run = evaluate.load_run(workdir)
+    run = runs.load_run(workdir)
     assert run.step == 4 and run.config.loss == "ns" and run.config.ema_decay == 0
     assert run.state.generator_ema is None and run.generator_name() == "raw"
-    images = evaluate.generate_images(run.gan, run.generator_variables(), np.zeros((2, 16), np.float32))
+    images = runs.generate_images(run.gan, run.generator_variables(), np.zeros((2, 16), np.float32))
     assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
     # The run's config is today's tiny config with the new keys at their defaults (it trained 4 steps).
     config = tiny_config(idx_dir)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR_VAR, PYTHON, tiny_config
-from gan_jax import evaluate, idx, input_pipeline, plots
+from gan_jax import evaluate, idx, input_pipeline, plots, reference, runs
 from gan_jax.errors import DataError
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
@@ -88,7 +88,7 @@ def test_evaluation_is_deterministic_and_picks_the_step(workdir, evaluated):
 
 
 def test_training_evaluator_scores_the_generator(workdir):
-    run = evaluate.load_run(workdir)
+    run = runs.load_run(workdir)
     evaluate_generator = evaluate.make_training_evaluator(run.config, workdir, num_samples=32)
     result = evaluate_generator(run.state)
     assert set(result) == {f"eval_{name}{suffix}" for name in ("fid", "kid", "score")
@@ -107,9 +107,9 @@ def test_the_ema_generator_is_the_default_and_noema_picks_the_raw_one(workdir, e
     with open(path) as f:
         assert json.load(f)["fid"] == raw["fid"]
     # The default really samples the EMA variables the checkpoint holds.
-    run = evaluate.load_run(workdir)
-    noise = evaluate.latent_noise(0, NUM_SAMPLES, run.config.latent_dim)
-    ema_images = evaluate.generate_images(run.gan, dict(run.state.generator_ema), noise)
+    run = runs.load_run(workdir)
+    noise = runs.latent_noise(0, NUM_SAMPLES, run.config.latent_dim)
+    ema_images = runs.generate_images(run.gan, dict(run.state.generator_ema), noise)
     test_images = input_pipeline.load_split(run.config.data, "test").images
     assert evaluate.evaluate_samples(ema_images, "mnist", test_images)["fid"] == with_ema["fid"]
 
@@ -144,16 +144,16 @@ def test_reference_cache_is_recomputed_for_other_evaluator_weights(tmp_path):
     are never read for another's."""
     from gan_jax import evaluator as evaluator_lib
     real = _random_uint8(16, 1)[..., None]
-    shipped = evaluate.load_evaluator("mnist")
+    shipped = reference.load_evaluator("mnist")
     retrained = evaluator_lib.Evaluator(
         jax.tree.map(lambda p: p * 1.5, shipped.params), "mnist",
         {**shipped.metadata, "params_sha256": "another evaluator's weights"})
     cache = str(tmp_path / "reference_mnist.npz")
-    first = evaluate.reference_statistics(shipped, real, cache)
-    other = evaluate.reference_statistics(retrained, real, cache)
+    first = reference.reference_statistics(shipped, real, cache)
+    other = reference.reference_statistics(retrained, real, cache)
     np.testing.assert_array_equal(other.features, retrained.features(real))
     assert not np.allclose(other.features, first.features)
-    again = evaluate.reference_statistics(shipped, real, cache)
+    again = reference.reference_statistics(shipped, real, cache)
     np.testing.assert_array_equal(again.features, first.features)
 
 
@@ -183,9 +183,9 @@ def test_unfit_images_are_refused(images, message):
 
 def test_samples_cli_scores_uint8_and_float_images_alike(workdir, idx_dir, tmp_path, python_env):
     """The real entry point on uint8 (N, 28, 28), in-process on the same images as float (N, 28, 28, 1)."""
-    run = evaluate.load_run(workdir)
-    noise = evaluate.latent_noise(5, 20, run.config.latent_dim)
-    pixels = plots.to_uint8(evaluate.generate_images(run.gan, run.generator_variables(), noise))
+    run = runs.load_run(workdir)
+    noise = runs.latent_noise(5, 20, run.config.latent_dim)
+    pixels = plots.to_uint8(runs.generate_images(run.gan, run.generator_variables(), noise))
     np.save(tmp_path / "uint8.npy", pixels[..., 0])
     np.save(tmp_path / "float.npy", np.asarray(input_pipeline.to_model_range(pixels)))
     result = subprocess.run(

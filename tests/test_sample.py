@@ -56,13 +56,13 @@ def test_cli_writes_a_grid_and_an_npy(workdir, tmp_path, python_env):
 
 
 def test_samples_come_from_the_ema_generator_unless_noema(workdir, tmp_path):
-    from gan_jax import evaluate, plots
+    from gan_jax import plots, runs
     assert sample.run(workdir=workdir, num=8, npy=str(tmp_path / "ema.npy")) == 0
     assert sample.run(workdir=workdir, num=8, npy=str(tmp_path / "raw.npy"), use_ema=False) == 0
-    run = evaluate.load_run(workdir)
-    noise = evaluate.latent_noise(0, 8, run.config.latent_dim)
+    run = runs.load_run(workdir)
+    noise = runs.latent_noise(0, 8, run.config.latent_dim)
     for name, variables in (("ema", dict(run.state.generator_ema)), ("raw", run.state.generator.variables())):
-        expected = plots.to_uint8(evaluate.generate_images(run.gan, variables, noise))
+        expected = plots.to_uint8(runs.generate_images(run.gan, variables, noise))
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), expected)
     assert not np.array_equal(np.load(tmp_path / "ema.npy"), np.load(tmp_path / "raw.npy"))
 

@@ -1,6 +1,5 @@
 """The pure steps: what each one changes, determinism, and the losses' definitions."""
 
-import dataclasses
 import functools
 
 import jax
@@ -166,9 +165,9 @@ def test_ema_decay_zero_copies_the_generator_and_one_keeps_the_start(idx_dir):
     assert trees_equal(start.generator_ema, start.generator.variables())
     moved = _perturbed(start)
     for decay, expected in ((0.0, moved.generator.variables()), (1.0, start.generator_ema)):
-        averaged = steps.update_ema(moved, gan=dataclasses.replace(gan, ema_decay=decay))
+        averaged = steps.update_ema(moved, gan.hyperparams.replace(ema_decay=decay))
         assert trees_equal(averaged.generator_ema, expected)
-    half = steps.update_ema(moved, gan=gan).generator_ema
+    half = steps.update_ema(moved, gan.hyperparams).generator_ema
     np.testing.assert_allclose(half["params"]["ConvTranspose_0"]["bias"],
                                start.generator.params["ConvTranspose_0"]["bias"] + 0.25, rtol=1e-6)
 
@@ -176,9 +175,9 @@ def test_ema_decay_zero_copies_the_generator_and_one_keeps_the_start(idx_dir):
 def test_ema_copies_the_generator_until_ema_start(idx_dir):
     gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.9, ema_start=3))
     moved = _perturbed(create_train_state(gan, seed=0))
-    before = steps.update_ema(moved.replace(step=jnp.int32(2)), gan=gan)
+    before = steps.update_ema(moved.replace(step=jnp.int32(2)), gan.hyperparams)
     assert trees_equal(before.generator_ema, moved.generator.variables())
-    after = steps.update_ema(moved.replace(step=jnp.int32(3)), gan=gan)
+    after = steps.update_ema(moved.replace(step=jnp.int32(3)), gan.hyperparams)
     assert not trees_equal(after.generator_ema, moved.generator.variables())
 
 
@@ -188,9 +187,9 @@ def test_train_step_keeps_the_ema_and_samples_from_it(idx_dir):
     state = create_train_state(gan, seed=0)
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     data = train_data(images, state)
-    copy = jax.jit(functools.partial(steps.train_step, gan=dataclasses.replace(gan, ema_decay=0.0,
-                                                                                ema_start=0)))
-    # decay 0.0 in a GAN that still keeps an average (the state has one): it copies G.
+    # decay 0.0 for a state that keeps an average: it copies G.
+    copy = jax.jit(functools.partial(steps.train_step, gan=gan,
+                                     hp=gan.hyperparams.replace(ema_decay=0.0)))
     copied, _ = copy(state, data)
     assert trees_equal(copied.generator_ema, copied.generator.variables())
     averaged, _ = jax.jit(functools.partial(steps.train_step, gan=gan))(state, data)
@@ -217,7 +216,7 @@ def test_adam_uses_the_configured_hyperparameters(idx_dir):
     gan = GAN.from_config(tiny_config(idx_dir, g_lr=1e-3, d_lr=5e-4, b1=0.9))
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([1.0, -2.0, 0.5])}
-    for optimizer, lr in ((gan.g_optimizer, 1e-3), (gan.d_optimizer, 5e-4)):
+    for optimizer, lr in zip(gan.hyperparams.optimizers(), (1e-3, 5e-4)):
         expected = optax.adam(lr, b1=0.9, b2=0.999)
         got, _ = optimizer.update(grads, optimizer.init(params), params)
         want, _ = expected.update(grads, expected.init(params), params)

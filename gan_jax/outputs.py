@@ -1,0 +1,93 @@
+"""What a run writes as it trains, from process 0: metrics (means since the previous record),
+TensorBoard, progress, sample grids, evaluations and the plots redrawn from those files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from gan_jax import parallel, plots
+from gan_jax.logging_utils import MeanMetrics, MetricsWriter, Progress
+from gan_jax.state import seed_keys
+
+NUM_SAMPLES = plots.GRID[0] * plots.GRID[1]  # the grid rendered from fixed noise
+LOG_WINDOW = "log_window"  # a checkpoint's record of the metrics logged at the next log step
+
+
+class RunOutputs:
+    """What process 0 writes as training goes: metrics, progress, sample grids, evaluations, plots."""
+
+    def __init__(self, config, workdir: str, gan, start_step: int, total_steps: int,
+                 steps_per_epoch: int, show_progress: bool = True):
+        self._config, self._workdir = config, workdir
+        self._steps_per_epoch = steps_per_epoch
+        self._generate = parallel.compile_generate(gan)
+        self._fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
+                                              (NUM_SAMPLES, config.latent_dim))
+        self._samples_dir = os.path.join(workdir, "samples")
+        self._writer = MetricsWriter(workdir, start_step=start_step)
+        # A progress bar or log line per record; a sweep shows one line for all its runs instead.
+        self._progress = Progress(start_step, total_steps, steps_per_epoch) if show_progress else None
+        self.last_record: dict | None = None  # the newest record with losses
+        self._means = MeanMetrics()
+        self._evaluate = None
+        if config.eval_every:
+            from gan_jax import evaluate  # the evaluator network and test split: only when asked for
+            self._evaluate = evaluate.make_training_evaluator(config, workdir)
+
+    def add(self, step_metrics: list[dict[str, np.ndarray]]) -> None:
+        """Metrics of steps not yet logged: the next log line reports their mean."""
+        self._means.add(step_metrics)
+
+    def checkpoint_extra(self) -> dict:
+        """Saved with a checkpoint: the sums of the metrics not yet logged. Everything logged so far
+        is flushed first, so a run killed after the checkpoint resumes with all of it on disk."""
+        self._writer.flush()
+        return {LOG_WINDOW: self._means.state()}
+
+    def resume(self, extra: dict) -> None:
+        """Continues the log window a checkpoint saved (none for checkpoints of older versions)."""
+        self._means.restore(extra.get(LOG_WINDOW))
+
+    def progress(self, step: int) -> None:
+        if self._progress:
+            self._progress.update(step, None)
+
+    def write(self, step: int, steps_per_s: float | None, host_state, log: bool, evaluate: bool) -> None:
+        """The metrics record of `step`: the means since the last log line, and/or an evaluation."""
+        record = {"epoch": (step - 1) // self._steps_per_epoch + 1}
+        if log:
+            record.update(self._means.pop())
+            record["steps_per_s"] = steps_per_s
+        if evaluate and self._evaluate:
+            record.update(self._evaluate(host_state))
+        self._writer.write(step, record)
+        if log:
+            self.last_record = record
+        if self._progress:
+            self._progress.update(step, record)
+
+    def sample(self, step: int, host_state) -> None:
+        """The grid of G (the EMA generator when there is one) on the run's fixed noise."""
+        samples = np.asarray(self._generate(jax.device_put(host_state.sampling_variables()),
+                                            self._fixed_noise))
+        grid = plots.image_grid(plots.to_uint8(samples), *plots.GRID)
+        plots.save_grid_image(grid, os.path.join(self._samples_dir, f"step_{step:07d}.png"))
+        self._writer.write_image(step, "samples", grid)
+
+    def close(self) -> None:
+        if self._progress:
+            self._progress.close()
+        self._writer.close()
+
+    def plot(self) -> None:
+        """losses.png, quality.png (with eval_every) and progress.gif, all redrawn from the files."""
+        plots.save_loss_curves(self._writer.path, os.path.join(self._workdir, "losses.png"))
+        if self._config.eval_every:
+            plots.save_quality_curves(self._writer.path, os.path.join(self._workdir, "quality.png"))
+        plots.save_progress_gif(self._samples_dir, os.path.join(self._workdir, "progress.gif"))
+
+
