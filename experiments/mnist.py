@@ -36,6 +36,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # How D is normalized: "batch" (the tutorial's BatchNorm), "spectral" (spectral normalization of
     # every layer) or "none". The gradient penalties (wgan_gp, r1_gamma) need "spectral" or "none".
     config.model.d_norm = "batch"
+    # Class-conditional generation (0: unconditional, the tutorial's; 10 for MNIST and Fashion-MNIST):
+    # how G takes the label, "concat" (an embedding joined to z) or "cbn" (class-conditional
+    # BatchNorm), and how D does, "projection", "concat" (one-hot maps joined to the image) or "acgan"
+    # (an auxiliary classifier whose cross-entropy, weighted by ac_weight, joins both losses).
+    config.model.num_classes = 0
+    config.model.g_condition = "concat"
+    config.model.d_condition = "projection"
     config.latent_dim = 100
 
     # Optimization: Adam for each network. The tutorial used Adam's default beta1 = 0.9; DCGAN practice
@@ -61,6 +68,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Until step ema_start the average copies G's weights.
     config.ema_decay = 0.0
     config.ema_start = 0
+    config.ac_weight = 1.0
 
     # Training steps per compiled call (K > 1 removes per-step dispatch overhead on accelerators);
     # the cadences below must be multiples of it.

@@ -127,7 +127,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     orders = steps.data_orders(state.key, 0, len(images))
     state = data_parallel.put_state(parallel.to_host(state))
     # Timed runs may pass the first two epochs: they then reuse their orders, which costs the same.
-    data = data_parallel.put_data(input_pipeline.TrainData(images, orders))
+    data = data_parallel.put_data(input_pipeline.TrainData(images, orders, _labels(config, images)))
     start = time.perf_counter()
     step = data_parallel.train_steps(k).lower(state, data).compile()
     compile_s = time.perf_counter() - start
@@ -201,6 +201,12 @@ def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[s
                 "epoch_end_rss_bytes": _resident_kib("VmRSS") * 1024}
 
 
+def _labels(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray | None:
+    """Labels of the benchmark's images for a conditional config (timing ignores their values)."""
+    return (np.arange(len(images)) % config.model.num_classes).astype(np.uint8) if (
+        config.model.num_classes) else None
+
+
 def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any]:
     """Calls/s of `state, metrics = call(state)`: one untimed warm-up call, then `repeats` timed runs
     of `calls` calls, each ending when the device is done. Returns the rates and the last metrics."""
@@ -235,7 +241,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
     host_states = [parallel_lib.to_host(create_train_state(sweep.gan, seed)) for seed in range(num_runs)]
     states = sweep.put_states(host_states)
     data = sweep.put_data(images, [steps.data_orders(jax.random.wrap_key_data(s.key), 0, len(images))
-                                   for s in host_states])
+                                   for s in host_states], _labels(config, images))
     hps = sweep.put_hyperparams(parallel_lib.sweep_hyperparams(configs))
     start = time.perf_counter()
     step = sweep.train_steps(1).lower(states, data, hps).compile()

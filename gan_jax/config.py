@@ -14,7 +14,7 @@ from gan_jax import conv_transpose, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.input_pipeline import DATASETS, SOURCES
 from gan_jax.losses import LOSSES
-from gan_jax.models import D_NORMS
+from gan_jax.models import D_CONDITIONS, D_NORMS, G_CONDITIONS
 
 INIT_SCHEMES = ("pytorch", "dcgan")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -55,6 +55,9 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
                              f"one of {conv_transpose.IMPLEMENTATIONS}"),
     "model.compute_dtype": (str, _one_of(*COMPUTE_DTYPES), f"one of {COMPUTE_DTYPES}"),
     "model.d_norm": (str, _one_of(*D_NORMS), f"one of {D_NORMS}"),
+    "model.num_classes": (int, _non_negative, ">= 0 (0: unconditional)"),
+    "model.g_condition": (str, _one_of(*G_CONDITIONS), f"one of {G_CONDITIONS}"),
+    "model.d_condition": (str, _one_of(*D_CONDITIONS), f"one of {D_CONDITIONS}"),
     "latent_dim": (int, _positive, ">= 1"),
     "batch_size": (int, _positive, ">= 1"),
     "num_epochs": (int, _non_negative, ">= 0"),
@@ -70,6 +73,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "d_steps": (int, _positive, ">= 1"),
     "ema_decay": ((int, float), _closed_unit_interval, "in [0, 1] (0: off)"),
     "ema_start": (int, _non_negative, ">= 0"),
+    "ac_weight": ((int, float), _non_negative, ">= 0"),
     "log_every": (int, _positive, ">= 1"),
     "sample_every": (int, _positive, ">= 1"),
     "checkpoint_every": (int, _positive, ">= 1"),
@@ -92,14 +96,21 @@ ADDED_KEYS = {
     "ema_decay": 0.0,
     "ema_start": 0,
     "model.d_norm": "batch",
+    "model.num_classes": 0,
+    "model.g_condition": "concat",
+    "model.d_condition": "projection",
+    "ac_weight": 1.0,
 }
+# The number of classes of each dataset's labels: what a conditional run's model.num_classes must be.
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}
 
 
 # What a run is. Resuming with another value of one of these would continue as neither the old run nor a
 # new one, so `gan_jax.workdir.check_resume` refuses it; every other key (learning rates, loss weights,
 # cadences, lengths, devices, where the data is read from) may change between starts.
 RUN_DEFINING = ("seed", "batch_size", "latent_dim", "data.name", "model.g_width", "model.d_width",
-                "model.init_scheme", "model.d_norm", "model.compute_dtype", "loss", "d_steps")
+                "model.init_scheme", "model.d_norm", "model.compute_dtype", "loss", "d_steps",
+                "model.num_classes", "model.g_condition", "model.d_condition")
 
 
 def defines_the_run(key: str, old: Any, new: Any) -> bool:
@@ -182,6 +193,26 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     if config.gp_weight != ADDED_KEYS["gp_weight"] and config.loss != "wgan_gp":
         raise ConfigError(f"config.gp_weight={config.gp_weight} has no effect with "
                           f"config.loss={config.loss!r}; it weights the wgan_gp penalty")
+    _check_conditioning(config)
+
+
+def _check_conditioning(config: ml_collections.ConfigDict) -> None:
+    """A conditional run's class count is its dataset's; conditioning options need a conditional run."""
+    model = config.model
+    if model.num_classes:
+        classes = DATASET_CLASSES[config.data.name]
+        if model.num_classes != classes:
+            raise ConfigError(f"config.model.num_classes={model.num_classes} does not match "
+                              f"{config.data.name}, which has {classes} classes (0: unconditional)")
+    else:
+        for key in ("model.g_condition", "model.d_condition"):
+            if model[key.split(".")[1]] != ADDED_KEYS[key]:
+                raise ConfigError(f"config.{key} has no effect on an unconditional run: set "
+                                  f"config.model.num_classes={DATASET_CLASSES[config.data.name]}")
+    if config.ac_weight != ADDED_KEYS["ac_weight"] and not (model.num_classes and
+                                                          model.d_condition == "acgan"):
+        raise ConfigError(f"config.ac_weight={config.ac_weight} has no effect without "
+                          f"config.model.d_condition='acgan' on a conditional run")
 
 
 def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:

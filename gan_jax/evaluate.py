@@ -47,7 +47,7 @@ from gan_jax.idx import IMAGE_SHAPE
 from gan_jax.input_pipeline import DATASETS
 from gan_jax.reference import (EVAL_DIR, Reference, load_evaluator, reference_cache_path,
                                reference_statistics)
-from gan_jax.runs import discriminate, generate_images, latent_noise, load_run
+from gan_jax.runs import balanced_labels, discriminate, generate_images, latent_noise, load_run
 from gan_jax.state import GAN, TrainState
 
 DEFAULT_NUM_SAMPLES = 10_000
@@ -61,6 +61,7 @@ TRAINING_KID_SUBSETS = 10
 SCORE_SPLITS = 10
 # Floats a little outside [-1, 1] are rounding; further out is a caller's mistake (uint8-range floats).
 _RANGE_TOLERANCE = 1e-3
+NUM_CLASSES = 10  # the evaluators classify into the 10 classes of MNIST and of Fashion-MNIST
 METRIC_KEYS = ("fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy",
                "class_histogram", "d_acc")
 
@@ -103,6 +104,40 @@ def as_images(array: Any, name: str = "samples") -> np.ndarray:
     return array
 
 
+def as_labels(array: Any, count: int, name: str = "labels") -> np.ndarray:
+    """Checks class labels of `count` images: integers in [0, 10), shape (count,); returns int32.
+
+    Raises:
+      DataError: not integers, another shape, or a class outside 0-9.
+    """
+    array = np.asarray(array) if array is not None else None
+    if array is None or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{name} must be integers, one class per image")
+    if array.shape != (count,):
+        raise DataError(f"{name} must have shape ({count},), one per image, got {array.shape}")
+    if count and (array.min() < 0 or array.max() >= NUM_CLASSES):
+        raise DataError(f"{name} must be classes 0 to {NUM_CLASSES - 1}, got {array.min()} to "
+                        f"{array.max()}")
+    return array.astype(np.int32)
+
+
+def _load_array(path: str) -> np.ndarray:
+    """The one array of a .npy file (no pickles: they run code)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{path} is an .npz archive; expected one array in a .npy file")
+    return array
+
+
+def load_labels(path: str) -> np.ndarray:
+    """Reads a .npy of class labels (checked against the images by `evaluate_samples`)."""
+    return _load_array(path)
+
+
 def load_images(path: str) -> np.ndarray:
     """Reads a .npy file of images and checks it.
 
@@ -115,25 +150,27 @@ def load_images(path: str) -> np.ndarray:
     Raises:
       DataError: the file cannot be read, is not one array, or its images are unfit.
     """
-    try:
-        # No pickles: a .npy of images is plain data, and unpickling runs code.
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive
-        array.close()
-        raise DataError(f"{path} is an .npz archive; expected one array in a .npy file")
-    return as_images(array, f"images in {path}")
+    return as_images(_load_array(path), f"images in {path}")
 
 
 # --- Metrics -------------------------------------------------------------------------------------------
 
 
 def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: Reference, *,
-           full: bool = True, kid_subsets: int = KID_SUBSETS) -> dict[str, Any]:
-    """The metrics of checked samples against a reference; `full=False` keeps fid, kid and score only."""
+           full: bool = True, kid_subsets: int = KID_SUBSETS, labels: np.ndarray | None = None,
+           real_labels: np.ndarray | None = None) -> dict[str, Any]:
+    """The metrics of checked samples against a reference; `full=False` keeps fid, kid and score (and
+    cond_acc) only. With the samples' `labels`, the conditional metrics too (see evaluate_samples)."""
     logits, features = evaluator.outputs(samples)
     probs = evaluator_lib.softmax(logits)
+    conditional = {}
+    if labels is not None:
+        conditional["cond_acc"] = metrics.conditional_accuracy(probs, labels)
+        if full:
+            mean, per_class = metrics.intra_class_fid(features, labels, reference.features, real_labels,
+                                                      probs.shape[1])
+            conditional.update(intra_fid=mean, intra_fid_per_class=per_class,
+                               evaluator_accuracy=evaluator.metadata.get("test_accuracy"))
     fid = metrics.frechet_distance(*metrics.feature_stats(features), *reference.stats)
     kid, kid_std = metrics.kid(reference.features, features, num_subsets=kid_subsets)
     score, score_std = metrics.classifier_score(probs, num_splits=min(SCORE_SPLITS, len(probs)))
@@ -143,12 +180,13 @@ def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: R
         coverage = metrics.class_coverage(probs)
         result.update(precision=precision, recall=recall, coverage_entropy=coverage.entropy,
                       class_histogram=[int(c) for c in coverage.counts])
-    return result
+    return {**result, **conditional}
 
 
 def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.ndarray, *,
                      discriminator_logits: tuple[np.ndarray, np.ndarray] | None = None,
-                     reference_cache: str | None = None) -> dict[str, Any]:
+                     reference_cache: str | None = None, labels: np.ndarray | None = None,
+                     real_test_labels: np.ndarray | None = None) -> dict[str, Any]:
     """Scores images against the real test split with the shipped evaluator of `dataset`.
 
     Args:
@@ -158,19 +196,31 @@ def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.nda
       discriminator_logits: (logits on the real test images, logits on the samples) of a
         discriminator, to report its accuracy as `d_acc`.
       reference_cache: an .npz caching the real side (see `reference_statistics`); None: no cache.
+      labels: the classes the samples were generated for (N,), for conditional samples; then
+        `real_test_labels` (the test split's classes) are needed too.
 
     Returns:
       {"fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy":
-      float, "class_histogram": 10 ints, "d_acc": float (with discriminator_logits only)}.
+      float, "class_histogram": 10 ints, "d_acc": float (with discriminator_logits only)}; with
+      labels also "cond_acc" (share classified as their class), "intra_fid" (mean over classes of the
+      FID between a class's samples and its test images), "intra_fid_per_class" (10 floats) and
+      "evaluator_accuracy" (the evaluator's own test accuracy: the ceiling of cond_acc).
 
     Raises:
-      UserError: unknown dataset, or unfit images (wrong shape, type or range, fewer than 4).
+      UserError: unknown dataset, unfit images (wrong shape, type or range, fewer than 4), or labels
+        that do not fit the images.
     """
     samples = as_images(samples, "samples")
     real_test_images = as_images(real_test_images, "real test images")
+    if labels is not None:
+        labels = as_labels(labels, len(samples), "labels")
+        real_test_labels = as_labels(real_test_labels, len(real_test_images), "real test labels")
     evaluator = load_evaluator(dataset)
     reference = reference_statistics(evaluator, real_test_images, reference_cache)
-    result = _score(evaluator, samples, reference)
+    try:
+        result = _score(evaluator, samples, reference, labels=labels, real_labels=real_test_labels)
+    except ValueError as e:  # a class without enough samples for its FID
+        raise DataError(f"cannot score these samples per class: {e}") from None
     if discriminator_logits is not None:
         result["d_acc"] = metrics.discriminator_accuracy(*discriminator_logits)
     return result
@@ -191,9 +241,11 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
     """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX[_raw].json` (see
     `eval_path`).
 
-    Draws `num_samples` images from G in inference mode on noise from `seed`, scores them against the
-    run's real test split (`evaluate_samples`), and adds D's accuracy in inference mode on the whole
-    test split against the same samples, images D never trained on on either side.
+    Draws `num_samples` images from G in inference mode on noise from `seed` (class-balanced for a
+    conditional run: the classes in turn), scores them against the run's real test split
+    (`evaluate_samples`, with the conditional metrics for a conditional run), and adds D's accuracy in
+    inference mode on the whole test split against the same samples, images D never trained on on
+    either side.
 
     Args:
       workdir: the run's folder.
@@ -213,13 +265,17 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
     run = load_run(workdir, step)
     config = run.config
+    num_classes = config.model.num_classes
+    labels = balanced_labels(num_samples, num_classes) if num_classes else None
     fakes = generate_images(run.gan, run.generator_variables(use_ema),
-                            latent_noise(seed, num_samples, config.latent_dim))
-    test_images = input_pipeline.load_split(config.data, "test").images
-    logits = (discriminate(run.gan, run.state.discriminator, test_images),
-              discriminate(run.gan, run.state.discriminator, fakes))
-    result = evaluate_samples(fakes, config.data.name, test_images, discriminator_logits=logits,
-                              reference_cache=reference_cache_path(run.workdir, config.data.name))
+                            latent_noise(seed, num_samples, config.latent_dim), labels)
+    test = input_pipeline.load_split(config.data, "test")
+    test_labels = test.labels.astype(np.int32) if num_classes else None
+    logits = (discriminate(run.gan, run.state.discriminator, test.images, test_labels),
+              discriminate(run.gan, run.state.discriminator, fakes, labels))
+    result = evaluate_samples(fakes, config.data.name, test.images, discriminator_logits=logits,
+                              reference_cache=reference_cache_path(run.workdir, config.data.name),
+                              labels=labels, real_test_labels=test.labels if num_classes else None)
     result["generator"] = run.generator_name(use_ema)
     path = eval_path(run.workdir, run.step, raw_of_ema_run=result["generator"] != run.generator_name())
     files.write_json(path, {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
@@ -242,8 +298,9 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
       seed: seeds the fixed noise.
 
     Returns:
-      `evaluate(host_state) -> {"eval_fid", "eval_kid", "eval_score"}` of the raw generator, plus
-      "eval_fid_ema", "eval_kid_ema" and "eval_score_ema" of the EMA generator when the state keeps one.
+      `evaluate(host_state) -> {"eval_fid", "eval_kid", "eval_score"}` (and "eval_cond_acc" for a
+      conditional run, on class-balanced samples) of the raw generator, plus the same with "_ema" of
+      the EMA generator when the state keeps one.
     """
     if num_samples < MIN_IMAGES:
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
@@ -253,6 +310,8 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
     reference = reference_statistics(evaluator, test_images,
                                      reference_cache_path(os.path.abspath(workdir), config.data.name))
     noise = latent_noise(seed, num_samples, config.latent_dim)
+    labels = balanced_labels(num_samples, config.model.num_classes) if config.model.num_classes else None
+    names = ("fid", "kid", "score") + (("cond_acc",) if labels is not None else ())
 
     def evaluate(state: TrainState) -> dict[str, float]:
         generators = {"": state.sampling_variables(use_ema=False)}
@@ -260,9 +319,10 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
             generators["_ema"] = state.sampling_variables(use_ema=True)
         record = {}
         for suffix, variables in generators.items():
-            fakes = generate_images(gan, variables, noise)
-            result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS)
-            record.update({f"eval_{name}{suffix}": result[name] for name in ("fid", "kid", "score")})
+            fakes = generate_images(gan, variables, noise, labels)
+            result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS,
+                            labels=labels)
+            record.update({f"eval_{name}{suffix}": result[name] for name in names})
         return record
 
     return evaluate
@@ -281,17 +341,28 @@ def format_table(result: dict[str, Any]) -> str:
             ("class coverage entropy", f"{result['coverage_entropy']:.4f}", f"at most {math.log(10):.4f}")]
     if "d_acc" in result:
         rows.append(("D accuracy", f"{result['d_acc']:.4f}", "real test vs samples; 0.5 is chance"))
+    if "cond_acc" in result:
+        ceiling = result.get("evaluator_accuracy")
+        rows.append(("conditional accuracy", f"{result['cond_acc']:.4f}", "classified as asked" + (
+            f"; the evaluator's own test accuracy: {ceiling:.4f}" if ceiling else "")))
+        rows.append(("intra-class FID", f"{result['intra_fid']:.4f}", "mean over classes of each "
+                     "class's FID"))
     histogram = " ".join(f"{digit}:{count}" for digit, count in enumerate(result["class_histogram"]))
     rows.append(("class histogram", histogram, ""))
+    if "intra_fid_per_class" in result:
+        rows.append(("intra-class FIDs", " ".join(f"{c}:{fid:.1f}" for c, fid in
+                                                  enumerate(result["intra_fid_per_class"])), ""))
     width = max(len(name) for name, _, _ in rows)
-    value_width = max(len(value) for _, value, _ in rows[:-1])
+    value_width = max(len(value) for name, value, _ in rows if not name.startswith(("class hist",
+                                                                                     "intra-class FIDs")))
     lines = [f"  {name:<{width}}  {value:<{value_width}}  {note}".rstrip() for name, value, note in rows]
     return "\n".join(lines)
 
 
 def run(*, workdir: str | None = None, samples: str | None = None, dataset: str | None = None,
         data_dir: str | None = None, num_samples: int | None = None, step: int | None = None,
-        seed: int | None = None, json_path: str | None = None, use_ema: bool = True) -> int:
+        seed: int | None = None, json_path: str | None = None, use_ema: bool = True,
+        labels: str | None = None) -> int:
     """The command line's work, given its flags: prints the table, returns the exit status.
 
     Exactly one of `workdir` (evaluate a checkpoint) and `samples` (score a .npy of images) is given.
@@ -300,6 +371,8 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
     try:
         if (workdir is None) == (samples is None):
             raise UserError("give exactly one of --workdir (a training run) and --samples (a .npy file)")
+        if labels and not samples:
+            raise UserError("--labels goes with --samples: the classes of those images")
         if workdir is not None:
             if dataset is not None or data_dir is not None:
                 raise UserError("--dataset and --data_dir go with --samples; a run's config names its data")
@@ -322,9 +395,12 @@ def run(*, workdir: str | None = None, samples: str | None = None, dataset: str 
             if dataset not in DATASETS:
                 raise UserError(f"--dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
             images = load_images(samples)
+            sample_labels = load_labels(labels) if labels else None
             data = ml_collections.ConfigDict({"source": "idx" if data_dir else "tfds", "name": dataset,
                                               "dir": data_dir or ""})
-            result = evaluate_samples(images, dataset, input_pipeline.load_split(data, "test").images)
+            test = input_pipeline.load_split(data, "test")
+            result = evaluate_samples(images, dataset, test.images, labels=sample_labels,
+                                      real_test_labels=test.labels if labels else None)
             header = f"{len(images)} images of {samples} against the {dataset} test split"
             record = {"num_samples": len(images), **result}
             written = []
@@ -382,7 +458,8 @@ def main(argv: list[str]) -> int:
     cli.setup_logging()
     f = _FLAGS
     return run(workdir=f.workdir, samples=f.samples, dataset=f.dataset, data_dir=f.data_dir,
-               num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json, use_ema=f.ema)
+               num_samples=f.num_samples, step=f.step, seed=f.seed, json_path=f.json, use_ema=f.ema,
+               labels=f.labels)
 
 
 def _define_flags():
@@ -399,6 +476,8 @@ def _define_flags():
                         f"{', '.join(DATASETS)}.")
     flags.DEFINE_string("data_dir", None, "With --samples: a folder of the dataset's IDX files "
                         "(default: tensorflow-datasets).")
+    flags.DEFINE_string("labels", None, "With --samples: a .npy of the class each image was "
+                        "generated for (N,), integers 0-9: adds the conditional metrics.")
     flags.DEFINE_string("json", None, "Also write the metrics to this file, as one JSON object.")
     return flags.FLAGS
 

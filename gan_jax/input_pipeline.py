@@ -32,6 +32,13 @@ def load_split(data_config, split: str = "train") -> idx.Split:
     return tfds_idx.load(data_config.name, split, data_dir=data_config.dir or None)
 
 
+def check_labels(split: idx.Split, num_classes: int) -> None:
+    """Refuses labels a conditional run cannot use: one outside [0, num_classes)."""
+    if num_classes and len(split.labels) and int(split.labels.max()) >= num_classes:
+        raise DataError(f"the data has label {int(split.labels.max())}, but model.num_classes is "
+                        f"{num_classes}")
+
+
 def to_model_range(images: jax.Array) -> jax.Array:
     """uint8 pixels in [0, 255] -> float32 in [-1, 1], the range of the generator's tanh."""
     return images.astype(jnp.float32) / 127.5 - 1.0
@@ -44,10 +51,14 @@ class TrainData(NamedTuple):
       images: uint8 (num_examples, 28, 28, 1), resident on the device for the whole run.
       orders: int32 (2, num_examples): row `e % 2` is epoch e's permutation, for the epoch of the
         call's first step and the next one, so a call of several steps may cross one epoch boundary.
+      labels: uint8 (num_examples,), the class of each image, resident likewise; None for an
+        unconditional run, which never reads them. A batch's labels are gathered with its images'
+        indices.
     """
 
     images: Any
     orders: Any
+    labels: Any = None
 
 
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:

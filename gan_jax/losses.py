@@ -113,3 +113,10 @@ def gradient_penalty(critic: Critic, real: jax.Array, fake: jax.Array, weights: 
 def r1_penalty(critic: Critic, real: jax.Array) -> jax.Array:
     """R1: E ||grad_x D(x)||^2 on real images (unweighted; the step multiplies by gamma / 2)."""
     return _input_gradient_norms_squared(critic, real).mean()
+
+
+def auxiliary_classifier_loss(class_logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """ACGAN's auxiliary loss (Odena et al. 2017): the cross-entropy of D's class prediction against
+    the label, mean over the batch. D minimizes it on real and generated images, G on generated ones.
+    """
+    return optax.softmax_cross_entropy_with_integer_labels(class_logits, labels).mean()

@@ -356,3 +356,40 @@ def discriminator_accuracy(real_logits: np.ndarray, fake_logits: np.ndarray) -> 
         if not np.all(np.isfinite(logits)):
             raise ValueError(f"{name} contains NaN or infinite values")
     return float((np.mean(real > 0) + np.mean(fake < 0)) / 2)
+
+
+def conditional_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples the classifier assigns to the class they were generated for.
+
+    Args:
+      probs: (N, num_classes) class probabilities (or logits: only the argmax counts).
+      labels: (N,) the classes the samples were asked for.
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(f"probs (N, classes) and labels (N,) must agree, got {probs.shape} and "
+                         f"{labels.shape}")
+    return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def intra_class_fid(features: np.ndarray, labels: np.ndarray, real_features: np.ndarray,
+                    real_labels: np.ndarray, num_classes: int) -> tuple[float, list[float]]:
+    """Intra-class FID: the Fréchet distance between the samples of each class and the real images of
+    that class, and their mean over the classes (Miyato & Koyama 2018).
+
+    Args:
+      features: (N, d) features of the samples; labels (N,) the classes they were generated for.
+      real_features: (M, d) features of the real images; real_labels (M,) their classes.
+      num_classes: the classes, 0 .. num_classes - 1; each needs 2 samples and 2 real images.
+
+    Returns:
+      (mean over classes, [FID of class 0, 1, ...]).
+    """
+    per_class = []
+    for c in range(num_classes):
+        mine, real = features[np.asarray(labels) == c], real_features[np.asarray(real_labels) == c]
+        if len(mine) < 2 or len(real) < 2:
+            raise ValueError(f"class {c} has {len(mine)} sample(s) and {len(real)} real image(s); "
+                             f"each needs at least 2")
+        per_class.append(frechet_distance(*feature_stats(mine), *feature_stats(real)))
+    return float(np.mean(per_class)), per_class

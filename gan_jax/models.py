@@ -24,6 +24,8 @@ from gan_jax.conv_transpose import conv as canonical_conv
 from gan_jax.conv_transpose import conv_transpose
 
 D_NORMS = ("batch", "spectral", "none")
+G_CONDITIONS = ("concat", "cbn")
+D_CONDITIONS = ("projection", "concat", "acgan")
 
 # PyTorch's ConvTranspose2d(k=4, s=2, p=1) doubles the size; lax.conv_transpose pads the dilated input
 # by k - 1 - p on each side for the same result.
@@ -97,37 +99,80 @@ class Conv(nn.Module):
         return canonical_conv(x, kernel, tuple(self.strides), padding) + bias
 
 
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm without its own scale and shift, then a scale and shift looked up per class
+    (de Vries et al. 2017; Miyato & Koyama 2018): class-conditional BatchNorm. The scales start at 1
+    and the shifts at 0, as BatchNorm's do."""
+
+    num_classes: int
+    norm: dict
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
+        norm = {k: v for k, v in self.norm.items() if k != "scale_init"}
+        x = nn.BatchNorm(use_scale=False, use_bias=False, **norm)(x)
+        features = x.shape[-1]
+        scale = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones,
+                         name="scale")(labels)
+        shift = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros,
+                         name="shift")(labels)
+        return x * scale[:, None, None, :].astype(x.dtype) + shift[:, None, None, :].astype(x.dtype)
+
+
 class Generator(nn.Module):
-    """z (batch, latent_dim) -> images (batch, 28, 28, 1) in [-1, 1]."""
+    """z (batch, latent_dim) [and class labels (batch,)] -> images (batch, 28, 28, 1) in [-1, 1].
+
+    With `num_classes > 0` G is conditioned on a class label (`condition`): "concat" joins a learned
+    embedding of the label (num_classes numbers) to z, the classic cGAN (Mirza & Osindero 2014);
+    "cbn" replaces both BatchNorms with class-conditional ones.
+    """
 
     width: int = 64
     init_scheme: str = "pytorch"
     conv_transpose: str = "xla"
     axis_name: str | None = None  # BatchNorm statistics are averaged over this pmap/shard_map axis
     dtype: Any = jnp.float32
+    num_classes: int = 0
+    condition: str = "concat"
 
     @nn.compact
-    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
         layer = dict(init_scheme=self.init_scheme, impl=self.conv_transpose, dtype=self.dtype)
         norm = dict(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
                     scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)
+        if self.num_classes and self.condition == "concat":
+            # The embedding has z's scale, N(0, 1), so the label weighs like the noise at the start.
+            embedded = nn.Embed(self.num_classes, self.num_classes,
+                                embedding_init=nn.initializers.normal(1.0))(labels)
+            z = jnp.concatenate([z, embedded.astype(z.dtype)], axis=-1)
+
+        def batch_norm(x):
+            if self.num_classes and self.condition == "cbn":
+                return ConditionalBatchNorm(self.num_classes, norm)(x, labels)
+            return nn.BatchNorm(**norm)(x)
+
         x = z.reshape(z.shape[0], 1, 1, z.shape[-1])
         x = ConvTranspose(2 * self.width, (7, 7), (1, 1), "VALID", **layer)(x)  # tutorial: k4 gave 4x4
-        x = nn.relu(nn.BatchNorm(**norm)(x))
+        x = nn.relu(batch_norm(x))
         x = ConvTranspose(self.width, (4, 4), (2, 2), _UPSAMPLE_PADDING, **layer)(x)
-        x = nn.relu(nn.BatchNorm(**norm)(x))
+        x = nn.relu(batch_norm(x))
         x = ConvTranspose(1, (4, 4), (2, 2), _UPSAMPLE_PADDING, **layer)(x)
         return jnp.tanh(x.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
-    """images (batch, 28, 28, 1) in [-1, 1] -> logits (batch,).
+    """images (batch, 28, 28, 1) in [-1, 1] [and class labels (batch,)] -> logits (batch,).
 
     `norm` is how D is normalized: "batch" (the tutorial's BatchNorm after the second convolution),
     "spectral" (every layer's weight divided by its largest singular value, estimated by one power
     iteration per call; Miyato et al. 2018) or "none". Spectral normalization keeps its power-iteration
     vectors in the `batch_stats` collection and updates them in training mode only. Without BatchNorm
     each image's logit depends on that image alone, which the gradient penalties need.
+
+    With `num_classes > 0` D sees the label (`condition`): "projection" adds the inner product of a
+    label embedding with D's features to the logit (Miyato & Koyama 2018); "concat" joins one map per
+    class (one-hot) to the image's channels; "acgan" adds a head that classifies the image (Odena et
+    al. 2017) and then returns (logits, class logits (batch, num_classes)).
     """
 
     width: int = 64
@@ -135,9 +180,11 @@ class Discriminator(nn.Module):
     norm: str = "batch"
     axis_name: str | None = None
     dtype: Any = jnp.float32
+    num_classes: int = 0
+    condition: str = "projection"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None):
         def layer(module: nn.Module, x: jax.Array) -> jax.Array:
             if self.norm == "spectral":
                 return nn.SpectralNorm(module)(x, update_stats=train)
@@ -147,14 +194,27 @@ class Discriminator(nn.Module):
             inits = layer_initializers(self.init_scheme, fan_in=x.shape[-1] * 4 * 4)
             return layer(Conv(features, (4, 4), (2, 2), _DOWNSAMPLE_PADDING, dtype=self.dtype, **inits), x)
 
+        conditional = self.num_classes > 0
+        if conditional and self.condition == "concat":
+            maps = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)[:, None, None, :]
+            x = jnp.concatenate([x, jnp.broadcast_to(maps, (*x.shape[:3], self.num_classes))], axis=-1)
         x = nn.leaky_relu(conv(self.width, x), 0.2)
         x = conv(2 * self.width, x)
         if self.norm == "batch":
             x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
                              scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)(x)
         x = nn.leaky_relu(x, 0.2)
-        x = x.reshape(x.shape[0], -1)
-        inits = layer_initializers(self.init_scheme, fan_in=x.shape[-1])
-        logits = layer(nn.Dense(1, dtype=self.dtype, **inits), x)
+        features = x.reshape(x.shape[0], -1)
+        inits = layer_initializers(self.init_scheme, fan_in=features.shape[-1])
+        logits = layer(nn.Dense(1, dtype=self.dtype, **inits), features)[:, 0]
+        if conditional and self.condition == "projection":
+            # Scaled like the dense layer's weights, so the projection starts as large as the logit.
+            embedded = nn.Embed(self.num_classes, features.shape[-1],
+                                embedding_init=inits["kernel_init"])(labels)
+            logits = logits + jnp.sum(embedded.astype(features.dtype) * features, axis=-1)
         # The loss is computed in float32 at least, whatever the layers compute in (bfloat16).
-        return logits[:, 0].astype(jnp.promote_types(self.dtype, jnp.float32))
+        out_dtype = jnp.promote_types(self.dtype, jnp.float32)
+        if conditional and self.condition == "acgan":
+            class_logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier", **inits)(features)
+            return logits.astype(out_dtype), class_logits.astype(out_dtype)
+        return logits.astype(out_dtype)

@@ -13,7 +13,24 @@ from gan_jax import parallel, plots
 from gan_jax.logging_utils import MeanMetrics, MetricsWriter, Progress
 from gan_jax.state import seed_keys
 
-NUM_SAMPLES = plots.GRID[0] * plots.GRID[1]  # the grid rendered from fixed noise
+CLASS_GRID_COLUMNS = 8  # noise vectors per class in a conditional run's grid
+
+
+def fixed_grid_inputs(config, key) -> tuple[jax.Array, jax.Array | None, tuple[int, int]]:
+    """The noise (and labels) of the sample grid a run renders all run long, and its (rows, cols).
+
+    Unconditional: an 8x8 grid of independent noise. Conditional: a class grid, one row per class
+    and one column per noise vector, the same noise in every row, so a column shows one "style"
+    across the classes.
+    """
+    num_classes = config.model.num_classes
+    if not num_classes:
+        noise = jax.random.normal(key, (plots.GRID[0] * plots.GRID[1], config.latent_dim))
+        return noise, None, plots.GRID
+    noise = jax.random.normal(key, (CLASS_GRID_COLUMNS, config.latent_dim))
+    labels = jax.numpy.repeat(jax.numpy.arange(num_classes), CLASS_GRID_COLUMNS)
+    return jax.numpy.tile(noise, (num_classes, 1)), labels, (num_classes, CLASS_GRID_COLUMNS)
+
 LOG_WINDOW = "log_window"  # a checkpoint's record of the metrics logged at the next log step
 
 
@@ -25,8 +42,8 @@ class RunOutputs:
         self._config, self._workdir = config, workdir
         self._steps_per_epoch = steps_per_epoch
         self._generate = parallel.compile_generate(gan)
-        self._fixed_noise = jax.random.normal(seed_keys(config.seed)["sample_noise"],
-                                              (NUM_SAMPLES, config.latent_dim))
+        self._fixed_noise, self._fixed_labels, self._grid = fixed_grid_inputs(
+            config, seed_keys(config.seed)["sample_noise"])
         self._samples_dir = os.path.join(workdir, "samples")
         self._writer = MetricsWriter(workdir, start_step=start_step)
         # A progress bar or log line per record; a sweep shows one line for all its runs instead.
@@ -71,10 +88,11 @@ class RunOutputs:
             self._progress.update(step, record)
 
     def sample(self, step: int, host_state) -> None:
-        """The grid of G (the EMA generator when there is one) on the run's fixed noise."""
+        """The grid of G (the EMA generator when there is one) on the run's fixed noise (a class
+        grid for a conditional run, see `fixed_grid_inputs`)."""
         samples = np.asarray(self._generate(jax.device_put(host_state.sampling_variables()),
-                                            self._fixed_noise))
-        grid = plots.image_grid(plots.to_uint8(samples), *plots.GRID)
+                                            self._fixed_noise, self._fixed_labels))
+        grid = plots.image_grid(plots.to_uint8(samples), *self._grid)
         plots.save_grid_image(grid, os.path.join(self._samples_dir, f"step_{step:07d}.png"))
         self._writer.write_image(step, "samples", grid)
 

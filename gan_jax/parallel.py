@@ -218,8 +218,8 @@ class DataParallel:
 
 
 def compile_generate(gan: GAN) -> Callable:
-    """`images = generate(variables, noise)`: G in inference mode on the default device, with G's
-    variables from `TrainState.sampling_variables()`."""
+    """`images = generate(variables, noise[, labels])`: G in inference mode on the default device,
+    with G's variables from `TrainState.sampling_variables()`."""
     return jax.jit(functools.partial(steps.generate, gan))
 
 
@@ -300,20 +300,22 @@ class SweepParallel:
         """`(states, data, hps) -> (states, metrics)` over stacked runs, in this sweep's form."""
         per_run = self._per_run(num_steps)
 
-        def one(state, orders, hp, images):
-            return per_run(state, input_pipeline.TrainData(images, orders), hp=hp)
+        def one(state, orders, hp, images, labels):
+            return per_run(state, input_pipeline.TrainData(images, orders, labels), hp=hp)
 
         if self.form == "vmap":
             def runs(states, data, hps):
-                return jax.vmap(one, in_axes=(0, 0, 0, None))(states, data.orders, hps, data.images)
+                return jax.vmap(one, in_axes=(0, 0, 0, None, None))(states, data.orders, hps,
+                                                                     data.images, data.labels)
         elif self.form == "map":
             def runs(states, data, hps):
-                return jax.lax.map(lambda args: one(*args, data.images), (states, data.orders, hps))
+                return jax.lax.map(lambda args: one(*args, data.images, data.labels),
+                                   (states, data.orders, hps))
         else:  # unrolled: a copy of the step per run, each reading its slice of the stacked inputs
             def runs(states, data, hps):
                 count = data.orders.shape[0]
-                outputs = [one(*jax.tree.map(lambda x: x[i], (states, data.orders, hps)), data.images)
-                           for i in range(count)]
+                outputs = [one(*jax.tree.map(lambda x: x[i], (states, data.orders, hps)), data.images,
+                               data.labels) for i in range(count)]
                 return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *outputs)
         return runs
 
@@ -328,7 +330,7 @@ class SweepParallel:
             if self.num_devices == 1:
                 compiled = jax.jit(runs, donate_argnums=0, compiler_options=compiler_options())
             else:
-                sharded = input_pipeline.TrainData(P(), P(RUNS_AXIS))
+                sharded = input_pipeline.TrainData(P(), P(RUNS_AXIS), P())
                 compiled = jax.jit(jax.shard_map(runs, mesh=self._mesh,
                                                  in_specs=(P(RUNS_AXIS), sharded, P(RUNS_AXIS)),
                                                  out_specs=(P(RUNS_AXIS), P(RUNS_AXIS)),
@@ -345,10 +347,13 @@ class SweepParallel:
         placed = self._put(stack(host_states), runs_axis=True)
         return placed.replace(key=jax.random.wrap_key_data(placed.key))
 
-    def put_data(self, images: np.ndarray, orders: list[np.ndarray]) -> input_pipeline.TrainData:
-        """The shared images on every device and each run's data order (see `steps.data_orders`)."""
+    def put_data(self, images: np.ndarray, orders: list[np.ndarray],
+                 labels: np.ndarray | None = None) -> input_pipeline.TrainData:
+        """The shared images (and labels) on every device and each run's data order (see
+        `steps.data_orders`)."""
         return input_pipeline.TrainData(self._put(images, runs_axis=False),
-                                        self._put(np.stack(orders), runs_axis=True))
+                                        self._put(np.stack(orders), runs_axis=True),
+                                        None if labels is None else self._put(labels, runs_axis=False))
 
     def put_hyperparams(self, hyperparams: Hyperparams) -> Hyperparams:
         return self._put(hyperparams, runs_axis=True)

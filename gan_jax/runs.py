@@ -24,37 +24,42 @@ from gan_jax.state import GAN, NetworkState, abstract_train_state
 BATCH_SIZE = 1_000  # images per compiled call of G or D: bounds memory
 
 
-def _batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
+def _batched(fn: Callable[..., Any], inputs: np.ndarray, labels: np.ndarray | None = None,
              batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """`fn` over `inputs`, `batch_size` rows at a time.
+    """`fn(inputs, labels)` over `batch_size` rows at a time (labels None for unconditional GANs).
 
     The last batch is padded to full size, so one compilation serves every count; each output row
     depends only on its input row (everything here runs in inference mode), so padding changes nothing.
     """
+    def padded(array, start, batch):
+        chunk = array[start:start + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        return chunk
+
     n = inputs.shape[0]
     batch = min(batch_size, n)
     outputs = []
     for start in range(0, n, batch):
-        chunk = inputs[start:start + batch]
-        valid = chunk.shape[0]
-        if valid < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - valid, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(np.asarray(fn(chunk))[:valid])
+        chunk_labels = None if labels is None else padded(labels, start, batch)
+        output = fn(padded(inputs, start, batch), chunk_labels)
+        outputs.append(np.asarray(output)[:min(batch, n - start)])
     return np.concatenate(outputs)
 
 
 # Jitted with the flax module as a static argument: modules compare equal field by field, so every
 # evaluation of the same architecture reuses one compilation.
 @functools.partial(jax.jit, static_argnums=0)
-def _generate(generator, variables, noise):
-    return generator.apply(variables, noise, train=False)
+def _generate(generator, variables, noise, labels):
+    return generator.apply(variables, noise, train=False, labels=labels)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _discriminate(discriminator, variables, images):
+def _discriminate(discriminator, variables, images, labels):
     if images.dtype == np.uint8:  # decided when tracing: one compilation per input dtype
         images = input_pipeline.to_model_range(images)
-    return discriminator.apply(variables, images, train=False)
+    output = discriminator.apply(variables, images, train=False, labels=labels)
+    return output[0] if isinstance(output, tuple) else output  # an ACGAN's D: (logits, classes)
 
 
 def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
@@ -62,19 +67,28 @@ def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
     return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
 
 
-def generate_images(gan: GAN, variables: dict[str, Any], noise: np.ndarray) -> np.ndarray:
+def balanced_labels(num: int, num_classes: int) -> np.ndarray:
+    """0, 1, ..., num_classes - 1, 0, 1, ...: `num` labels, every class as often as can be (int32)."""
+    return (np.arange(num) % num_classes).astype(np.int32)
+
+
+def generate_images(gan: GAN, variables: dict[str, Any], noise: np.ndarray,
+                    labels: np.ndarray | None = None) -> np.ndarray:
     """G in inference mode (BatchNorm running statistics) on `noise`: float32 (N, 28, 28, 1) in [-1, 1].
 
-    `variables` are G's {"params", "batch_stats"}, e.g. `state.sampling_variables()`.
+    `variables` are G's {"params", "batch_stats"}, e.g. `state.sampling_variables()`; `labels` (N,)
+    the classes asked for, for a conditional G.
     """
     variables = jax.device_put(variables)  # once, not once per batch
-    return _batched(lambda z: _generate(gan.generator, variables, z), noise)
+    return _batched(lambda z, y: _generate(gan.generator, variables, z, y), noise, labels)
 
 
-def discriminate(gan: GAN, discriminator: NetworkState, images: np.ndarray) -> np.ndarray:
-    """D's logits in inference mode, (N,) float32, for uint8 images or floats in [-1, 1]."""
+def discriminate(gan: GAN, discriminator: NetworkState, images: np.ndarray,
+                 labels: np.ndarray | None = None) -> np.ndarray:
+    """D's logits in inference mode, (N,) float32, for uint8 images or floats in [-1, 1] (and their
+    labels, for a conditional D)."""
     variables = jax.device_put(discriminator.variables())
-    return _batched(lambda x: _discriminate(gan.discriminator, variables, x), images)
+    return _batched(lambda x, y: _discriminate(gan.discriminator, variables, x, y), images, labels)
 
 
 class RestoredRun(NamedTuple):

@@ -67,7 +67,8 @@ class TrainState:
 @flax.struct.dataclass
 class Hyperparams:
     """The numbers a training step reads that leave its program unchanged: learning rates, Adam's
-    betas, the loss weights and the EMA's decay and start (the config keys of the same names).
+    betas, the loss weights (ACGAN's too) and the EMA's decay and start (the config keys of the same
+    names).
 
     For one run they are the config's Python numbers, constants of the compiled step. A sweep
     (`gan_jax.sweep`) passes arrays with one value per run instead, so runs with other learning rates
@@ -83,6 +84,7 @@ class Hyperparams:
     r1_gamma: Any
     ema_decay: Any
     ema_start: Any
+    ac_weight: Any
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Hyperparams":
@@ -115,6 +117,7 @@ class GAN:
     cycle: bool  # G's loss has the tutorial's cycle term (config.cycle_weight > 0)
     r1: bool  # D's loss has the R1 penalty (config.r1_gamma > 0)
     ema: bool  # the state keeps a moving average of G (config.ema_decay > 0)
+    num_classes: int  # 0: unconditional; else G and D take class labels
     hyperparams: Hyperparams
 
     @classmethod
@@ -126,9 +129,11 @@ class GAN:
         return cls(
             generator=Generator(width=model.g_width, init_scheme=model.init_scheme,
                                 conv_transpose=model.conv_transpose, axis_name=axis_name,
-                                dtype=dtype),
+                                dtype=dtype, num_classes=model.num_classes,
+                                condition=model.g_condition),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
-                                        norm=model.d_norm, axis_name=axis_name, dtype=dtype),
+                                        norm=model.d_norm, axis_name=axis_name, dtype=dtype,
+                                        num_classes=model.num_classes, condition=model.d_condition),
             latent_dim=config.latent_dim,
             batch_size=config.batch_size,
             loss=config.loss,
@@ -136,12 +141,14 @@ class GAN:
             cycle=bool(config.cycle_weight),
             r1=bool(config.r1_gamma),
             ema=bool(config.ema_decay),
+            num_classes=model.num_classes,
             hyperparams=Hyperparams.from_config(config),
         )
 
 
-def _init_network(module, optimizer, key, example_input) -> NetworkState:
-    variables = module.init(key, example_input, train=False)
+def _init_network(module, optimizer, key, example_input, num_classes: int) -> NetworkState:
+    labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+    variables = module.init(key, example_input, train=False, labels=labels)
     params = variables["params"]
     # A D without normalization has no batch_stats collection: an empty dict keeps the state's shape.
     return NetworkState(params=params, batch_stats=variables.get("batch_stats", {}),
@@ -160,12 +167,12 @@ def create_train_state(gan: GAN, seed: int) -> TrainState:
     # Adam's initial state (zero moments) does not depend on its hyperparameters.
     g_optimizer, d_optimizer = gan.hyperparams.optimizers()
     generator = _init_network(gan.generator, g_optimizer, keys["generator_init"],
-                              jnp.zeros((1, gan.latent_dim), jnp.float32))
+                              jnp.zeros((1, gan.latent_dim), jnp.float32), gan.num_classes)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         generator=generator,
         discriminator=_init_network(gan.discriminator, d_optimizer, keys["discriminator_init"],
-                                    jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)),
+                                    jnp.zeros((1, *IMAGE_SHAPE), jnp.float32), gan.num_classes),
         key=keys["train"],
         # The average starts at G's initial variables (a copy: the state's buffers are donated).
         generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema else None,

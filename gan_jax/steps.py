@@ -61,15 +61,32 @@ def _apply_gradients(network: NetworkState, optimizer: optax.GradientTransformat
                         batch_stats=batch_stats, opt_state=opt_state)
 
 
-def _discriminate(gan: GAN, variables: dict[str, Any], images: jax.Array) -> tuple[jax.Array, dict]:
-    """D's logits in training mode and its variables with updated statistics (BatchNorm's running
-    averages or spectral normalization's power-iteration vectors; none when D has neither)."""
-    logits, updates = gan.discriminator.apply(variables, images, train=True, mutable=["batch_stats"])
-    return logits, {**variables, "batch_stats": updates.get("batch_stats", {})}
+def split_output(output: Any) -> tuple[jax.Array, jax.Array | None]:
+    """D's output as (logits, class logits): an ACGAN's D returns both, every other D the logits."""
+    return output if isinstance(output, tuple) else (output, None)
+
+
+def _discriminate(gan: GAN, variables: dict[str, Any], images: jax.Array,
+                  labels: jax.Array | None) -> tuple[jax.Array, jax.Array | None, dict]:
+    """D in training mode: (logits, class logits or None, its variables with updated statistics:
+    BatchNorm's running averages or spectral normalization's vectors; none when D has neither)."""
+    output, updates = gan.discriminator.apply(variables, images, train=True, labels=labels,
+                                              mutable=["batch_stats"])
+    return (*split_output(output), {**variables, "batch_stats": updates.get("batch_stats", {})})
+
+
+def sample_labels(gan: GAN, key: jax.Array, axis_name: str | None = None) -> jax.Array | None:
+    """This device's slice of the global batch of labels G is asked for, uniform over the classes;
+    None for an unconditional GAN. Drawn from fold_in(key, 2): the noise takes the key itself."""
+    if not gan.num_classes:
+        return None
+    labels = jax.random.randint(jax.random.fold_in(key, 2), (gan.batch_size,), 0, gan.num_classes)
+    return _local_slice(labels, axis_name)
 
 
 def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
-           hp: Hyperparams | None = None, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+           hp: Hyperparams | None = None, axis_name: str | None = None,
+           real_labels: jax.Array | None = None) -> tuple[TrainState, Metrics]:
     """One discriminator update on real images and G(z), G held fixed, with `gan.loss`'s objective.
 
     Only D changes: G runs in training mode (batch statistics) as in the tutorial, but its updated
@@ -82,27 +99,37 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
       gan: models and loss settings.
       hp: learning rates, betas and loss weights; `gan.hyperparams` (the config's) by default.
       axis_name: the device axis when sharded, else None.
+      real_labels: the real images' class labels (conditional GANs only); G's are drawn from `key`.
 
     Returns:
-      The new state and {"d_loss", "d_real", "d_fake"}, plus "d_gp" (loss="wgan_gp") and "d_r1"
-      (r1_gamma > 0): the loss with its penalties, D's mean output on real and on fake images (a
-      probability for the "ns" loss, the raw score otherwise), and the unweighted penalties.
+      The new state and {"d_loss", "d_real", "d_fake"}, plus "d_gp" (loss="wgan_gp"), "d_r1"
+      (r1_gamma > 0) and "d_ac" (ACGAN): the loss with its extra terms, D's mean output on real and
+      on fake images (a probability for the "ns" loss, the raw score otherwise), and the unweighted
+      terms.
     """
     hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
+    fake_labels = sample_labels(gan, key, axis_name)
     fake, _ = gan.generator.apply(generator.variables(), sample_noise(gan, key, axis_name),
-                                  train=True, mutable=["batch_stats"])
+                                  train=True, labels=fake_labels, mutable=["batch_stats"])
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": discriminator.batch_stats}
         # Real and fake go through D separately, as in the tutorial: each gets its own batch statistics.
-        real_logits, variables = _discriminate(gan, variables, real)
-        fake_logits, variables = _discriminate(gan, variables, fake)
+        real_logits, real_classes, variables = _discriminate(gan, variables, real, real_labels)
+        fake_logits, fake_classes, variables = _discriminate(gan, variables, fake, fake_labels)
         loss = losses.discriminator_loss(gan.loss, real_logits, fake_logits)
         penalties = {}
+        if real_classes is not None:
+            penalties["d_ac"] = (losses.auxiliary_classifier_loss(real_classes, real_labels) +
+                                 losses.auxiliary_classifier_loss(fake_classes, fake_labels))
+            loss = loss + hp.ac_weight * penalties["d_ac"]
         # The penalties' D is the one just trained on, in inference mode (the config refuses them
-        # with BatchNorm, so this changes only that spectral norm's vectors are not updated again).
-        critic = lambda images: gan.discriminator.apply(variables, images, train=False)  # noqa: E731
+        # with BatchNorm, so this changes only that spectral norm's vectors are not updated again),
+        # with the real images' labels (also for WGAN-GP's interpolates, as PyTorch-StudioGAN does).
+        def critic(images):
+            return split_output(gan.discriminator.apply(variables, images, train=False,
+                                                        labels=real_labels))[0]
         if gan.loss == "wgan_gp":
             # One interpolation weight per image of the global batch, sliced like the noise.
             weights = jax.random.uniform(jax.random.fold_in(key, 1), (gan.batch_size,))
@@ -142,25 +169,31 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
       axis_name: the device axis when sharded, else None.
 
     Returns:
-      The new state and {"g_loss"} (the cycle term included when its weight is not zero).
+      The new state and {"g_loss"} (with the cycle term and, for an ACGAN, the weighted auxiliary
+      classifier loss), plus "g_ac" (ACGAN): that classifier loss, unweighted.
     """
     hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
-    noise = sample_noise(gan, key, axis_name)
+    noise, labels = sample_noise(gan, key, axis_name), sample_labels(gan, key, axis_name)
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": generator.batch_stats}
-        fake, updates = gan.generator.apply(variables, noise, train=True, mutable=["batch_stats"])
-        fake_logits, _ = _discriminate(gan, discriminator.variables(), fake)
+        fake, updates = gan.generator.apply(variables, noise, train=True, labels=labels,
+                                            mutable=["batch_stats"])
+        fake_logits, fake_classes, _ = _discriminate(gan, discriminator.variables(), fake, labels)
         loss = losses.generator_loss(gan.loss, fake_logits)
+        terms = {}
+        if fake_classes is not None:
+            terms["g_ac"] = losses.auxiliary_classifier_loss(fake_classes, labels)
+            loss = loss + hp.ac_weight * terms["g_ac"]
         if gan.cycle:
             loss = loss + hp.cycle_weight * cycle_loss(real, fake)
-        return loss, updates["batch_stats"]
+        return loss, (updates["batch_stats"], terms)
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(generator.params)
+    (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(generator.params)
     grads = _mean_over_devices(grads, axis_name)
     generator = _apply_gradients(generator, hp.optimizers()[0], grads, batch_stats)
-    return state.replace(generator=generator), _mean_over_devices({"g_loss": loss}, axis_name)
+    return state.replace(generator=generator), _mean_over_devices({"g_loss": loss, **terms}, axis_name)
 
 
 def update_ema(state: TrainState, hp: Hyperparams) -> TrainState:
@@ -202,20 +235,23 @@ def train_step(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN,
       axis_name: the device axis when sharded, else None.
 
     Returns:
-      The new state and the step's metrics: d_loss, g_loss, d_real, d_fake (and d_gp, d_r1 when
-      those penalties are on); D's metrics are the mean over its d_steps updates.
+      The new state and the step's metrics: d_loss, g_loss, d_real, d_fake (and d_gp, d_r1, d_ac,
+      g_ac when those terms are on); D's metrics are the mean over its d_steps updates.
     """
     # The step's d_steps global batches are consecutive slices of the epoch's order.
     indices = input_pipeline.batch_from_orders(data.orders, state.step, gan.batch_size * gan.d_steps)
-    batches = indices.reshape(gan.d_steps, gan.batch_size)
+    batches = indices.reshape(gan.d_steps, gan.batch_size)  # the labels come with the same indices
     # fold_in(key, step) makes step k's noise independent of how the run got to step k (fresh,
     # resumed, or k steps in one call). With d_steps=1 this is split(key) into (D's key, G's key).
     _, noise_key = split_train_key(state.key)
     keys = jax.random.split(jax.random.fold_in(noise_key, state.step), gan.d_steps + 1)
     d_metrics = []
     for update in range(gan.d_steps):
-        real = input_pipeline.to_model_range(data.images[_local_slice(batches[update], axis_name)])
-        state, metrics = d_step(state, real, keys[update], gan=gan, hp=hp, axis_name=axis_name)
+        local = _local_slice(batches[update], axis_name)
+        real = input_pipeline.to_model_range(data.images[local])
+        real_labels = data.labels[local].astype(jnp.int32) if gan.num_classes else None
+        state, metrics = d_step(state, real, keys[update], gan=gan, hp=hp, axis_name=axis_name,
+                                real_labels=real_labels)
         d_metrics.append(metrics)
     # G's cycle term (if any) compares with the last D update's real batch.
     state, g_metrics = g_step(state, real, keys[gan.d_steps], gan=gan, hp=hp, axis_name=axis_name)
@@ -252,10 +288,11 @@ def train_steps(state: TrainState, data: input_pipeline.TrainData, *, gan: GAN, 
     return jax.lax.scan(body, state, length=num_steps, unroll=num_steps if unroll else 1)
 
 
-def generate(gan: GAN, variables: dict[str, Any], noise: jax.Array) -> jax.Array:
+def generate(gan: GAN, variables: dict[str, Any], noise: jax.Array,
+             labels: jax.Array | None = None) -> jax.Array:
     """Samples in [-1, 1] from G in inference mode (BatchNorm running statistics).
 
     `variables` is G's {"params", "batch_stats"}: `TrainState.sampling_variables()` gives the EMA
-    generator's when the run keeps one.
+    generator's when the run keeps one. `labels` are the classes asked for (conditional GANs only).
     """
-    return gan.generator.apply(variables, noise, train=False)
+    return gan.generator.apply(variables, noise, train=False, labels=labels)

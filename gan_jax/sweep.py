@@ -182,7 +182,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int],
         folders = _Runs(workdir, runs)
         changes = folders.changes()
         files.write_json(os.path.join(workdir, workdir_lib.SWEEP_FILE), _sweep_record(runs, {}))
-        images = input_pipeline.load_split(config.data, "train").images
+        split = input_pipeline.load_split(config.data, "train")
+        input_pipeline.check_labels(split, config.model.num_classes)
+        images, labels = split.images, split.labels if config.model.num_classes else None
         steps_per_epoch = config_lib.steps_per_epoch(config, len(images))
         total_steps = config_lib.total_steps(config, len(images))
         host_states, extras = folders.restore(sweep_parallel.gan)
@@ -192,7 +194,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int],
         logger.info("sweep of %d runs in one program (%s form) on %d %s device(s), from step %d",
                     len(runs), sweep_parallel.form, sweep_parallel.num_devices, jax.default_backend(),
                     start)
-        status = _sweep_loop(config, sweep_parallel, folders, host_states, extras, images,
+        status = _sweep_loop(config, sweep_parallel, folders, host_states, extras, images, labels,
                              steps_per_epoch, total_steps)
         files.write_json(os.path.join(workdir, workdir_lib.SWEEP_FILE), _sweep_record(runs, status.messages))
         if status.failed:
@@ -214,8 +216,8 @@ class _Status:
         self.host_states: list = []
 
 
-def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, images, steps_per_epoch,
-                total_steps) -> _Status:
+def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, images, labels,
+                steps_per_epoch, total_steps) -> _Status:
     runs, status = folders.runs, _Status()
     step = int(host_states[0].step)
     states = sweep_parallel.put_states(host_states)
@@ -256,8 +258,8 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                     num_steps = 1
                 if step // steps_per_epoch != data_epoch:
                     data_epoch = step // steps_per_epoch
-                    data = sweep_parallel.put_data(images, [steps.data_orders(key, data_epoch, len(images))
-                                                            for key in keys])
+                    orders = [steps.data_orders(key, data_epoch, len(images)) for key in keys]
+                    data = sweep_parallel.put_data(images, orders, labels)
                 call_start = time.perf_counter()
                 states, metrics = sweep_parallel.train_steps(num_steps)(states, data, hps)
                 host_metrics.add(metrics, first_step=step + 1)

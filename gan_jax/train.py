@@ -55,6 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
         previous = workdir_lib.read_config(workdir) if checkpointer.all_steps() else None
         changes = workdir_lib.check_resume(previous, config) if previous is not None else {}
         train_split = input_pipeline.load_split(config.data, "train")
+        input_pipeline.check_labels(train_split, config.model.num_classes)
         num_examples = len(train_split.images)
         steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
         total_steps = config_lib.total_steps(config, num_examples)
@@ -72,8 +73,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
             workdir_lib.record_config(workdir, config, int(host_state.step), changes)
         logger.info("training on %d %s device(s) (%s), global batch %d", data_parallel.num_devices,
                     jax.default_backend(), data_parallel.mode, config.batch_size)
+        labels = train_split.labels if config.model.num_classes else None
         host_state = _train_loop(config, workdir, data_parallel, host_state, extra, train_split.images,
-                                 checkpointer, steps_per_epoch, total_steps)
+                                 labels, checkpointer, steps_per_epoch, total_steps)
     finally:
         if checkpointer is not None:
             checkpointer.close()
@@ -85,10 +87,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
 class _EpochData:
     """The TrainData of the epoch at hand: the split on device once, each epoch's order computed once."""
 
-    def __init__(self, data_parallel, images: np.ndarray, key_data: np.ndarray, steps_per_epoch: int):
+    def __init__(self, data_parallel, images: np.ndarray, labels: np.ndarray | None,
+                 key_data: np.ndarray, steps_per_epoch: int):
         self._data_parallel = data_parallel
         self._num_examples = len(images)
-        self._images = data_parallel.put_data(images)  # the whole split; batches are gathered on device
+        # The whole split (and its labels for a conditional run); batches are gathered on device.
+        self._images, self._labels = data_parallel.put_data((images, labels))
         self._train_key = jax.random.wrap_key_data(key_data)
         self._steps_per_epoch = steps_per_epoch
         self._epoch, self._data = None, None
@@ -98,15 +102,16 @@ class _EpochData:
         if epoch != self._epoch:
             orders = steps.data_orders(self._train_key, epoch, self._num_examples)
             self._epoch = epoch
-            self._data = input_pipeline.TrainData(self._images, self._data_parallel.put_data(orders))
+            self._data = input_pipeline.TrainData(self._images, self._data_parallel.put_data(orders),
+                                                  self._labels)
         return self._data
 
 
-def _train_loop(config, workdir, data_parallel, host_state, extra, images, checkpointer,
+def _train_loop(config, workdir, data_parallel, host_state, extra, images, labels, checkpointer,
                 steps_per_epoch, total_steps):
     step = int(host_state.step)
     state = data_parallel.put_state(host_state)
-    epoch_data = _EpochData(data_parallel, images, host_state.key, steps_per_epoch)
+    epoch_data = _EpochData(data_parallel, images, labels, host_state.key, steps_per_epoch)
     outputs = (RunOutputs(config, workdir, data_parallel.gan, step, total_steps, steps_per_epoch)
                if jax.process_index() == 0 else None)
     if outputs:

@@ -43,14 +43,23 @@ def load_experiment(name: str, variant: str = ""):
 
 
 def write_idx_dataset(folder: str, num_train: int = 64, num_test: int = 16, seed: int = 0,
-                      compress: bool = True) -> str:
-    """A small MNIST-shaped dataset of random blobs as the four IDX files; returns the folder."""
+                      compress: bool = True, class_images: bool = False) -> str:
+    """A small MNIST-shaped dataset of random blobs as the four IDX files; returns the folder.
+
+    With `class_images`, labels cycle through the 10 classes and each class's images are brighter in
+    their own band of rows, so a conditional GAN has something per class to learn.
+    """
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     suffix = ".gz" if compress else ""
     for split, n in (("train", num_train), ("t10k", num_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+        if class_images:
+            labels = (np.arange(n) % 10).astype(np.uint8)
+            images = rng.integers(0, 64, size=(n, 28, 28), dtype=np.uint8)
+            for i, label in enumerate(labels):
+                images[i, 2 * label:2 * label + 8] += 191
         idx.write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte{suffix}"), images, compress)
         idx.write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte{suffix}"), labels, compress)
     return folder

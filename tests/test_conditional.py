@@ -1,0 +1,265 @@
+"""Class-conditional generation: the models' conditioning, labels from the data to the step, the class
+G is asked for, and conditional sampling and evaluation."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal
+from conftest import write_idx_dataset
+from gan_jax import config as config_lib
+from gan_jax import evaluate, idx, input_pipeline, losses, parallel, runs, sample, steps, sweep, train
+from gan_jax.errors import ConfigError
+from gan_jax.logging_utils import read_metrics
+from gan_jax.state import GAN, count_params, create_train_state
+
+# (g_condition, d_condition) -> (G's, D's parameter count) with the default widths, 10 classes.
+PARAMETER_COUNTS = {
+    ("concat", "concat"): (759_873 + 10 * 10 + 10 * 7 * 7 * 128, 138_817 + 10 * 4 * 4 * 64),
+    ("cbn", "projection"): (759_873 - 2 * (128 + 64) + 2 * 10 * (128 + 64), 138_817 + 10 * 6272),
+    ("concat", "acgan"): (759_873 + 10 * 10 + 10 * 7 * 7 * 128, 138_817 + 6272 * 10 + 10),
+}
+
+
+def conditional(config, g="cbn", d="acgan"):
+    config.model.num_classes, config.model.g_condition, config.model.d_condition = 10, g, d
+    return config
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory):
+    """Tiny data whose labels cycle through the classes, each class brighter in its own rows."""
+    return write_idx_dataset(str(tmp_path_factory.mktemp("labelled")), num_train=80, num_test=40,
+                             class_images=True)
+
+
+@pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
+def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
+    gan = GAN.from_config(conditional(load_experiment("mnist"), *conditions))
+    state = create_train_state(gan, seed=0)
+    assert (count_params(state.generator.params), count_params(state.discriminator.params)) == (
+        PARAMETER_COUNTS[conditions])
+    labels = jnp.array([3, 7])
+    images = gan.generator.apply(state.generator.variables(), jnp.zeros((2, 100)), train=False,
+                                 labels=labels)
+    assert images.shape == (2, 28, 28, 1)
+    output = gan.discriminator.apply(state.discriminator.variables(), images, train=False, labels=labels)
+    logits, classes = steps.split_output(output)
+    assert logits.shape == (2,)
+    assert (classes is None) == (conditions[1] != "acgan")
+    if classes is not None:
+        assert classes.shape == (2, 10)
+
+
+@pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
+def test_the_label_changes_what_each_network_computes(conditions):
+    gan = GAN.from_config(conditional(load_experiment("mnist"), *conditions))
+    state = create_train_state(gan, seed=0)
+    # Class-conditional BatchNorm starts as plain BatchNorm (scale 1, shift 0 for every class):
+    # move every label embedding a little, as training does.
+    moved = jax.tree_util.tree_map_with_path(
+        lambda path, p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape)
+        if "embedding" in jax.tree_util.keystr(path) else p, state.generator.params)
+    z = jnp.tile(jax.random.normal(jax.random.key(0), (1, 100)), (2, 1))
+    a, b = gan.generator.apply({**state.generator.variables(), "params": moved}, z, train=False,
+                               labels=jnp.array([0, 1]))
+    assert not np.allclose(a, b)
+    image = jnp.tile(a[None], (2, 1, 1, 1))
+    output = gan.discriminator.apply(state.discriminator.variables(), image, train=False,
+                                     labels=jnp.array([0, 1]))
+    logits, classes = steps.split_output(output)
+    # An ACGAN's D scores the image alone and classifies it: its logit ignores the label.
+    assert (logits[0] != logits[1]) == (conditions[1] != "acgan")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.num_classes": 7}, "num_classes=7 does not match mnist, which has 10 classes"),
+    ({"model.d_condition": "acgan"}, "d_condition has no effect on an unconditional run"),
+    ({"model.g_condition": "cbn"}, "g_condition has no effect on an unconditional run"),
+    ({"ac_weight": 0.5}, "ac_weight=0.5 has no effect without config.model.d_condition='acgan'"),
+])
+def test_conditioning_options_are_checked(overrides, message):
+    config = load_experiment("mnist")
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path):
+    folder = write_idx_dataset(str(tmp_path / "d"))
+    split = idx.load_split(folder, "train")
+    with pytest.raises(Exception, match="the data has label 9, but model.num_classes is 5"):
+        input_pipeline.check_labels(split, 5)
+    input_pipeline.check_labels(split, 10)
+
+
+def test_g_is_asked_for_labels_drawn_uniformly_from_the_steps_key(labelled_dir):
+    gan = GAN.from_config(conditional(tiny_config(labelled_dir, batch_size=1000)))
+    a = steps.sample_labels(gan, jax.random.key(0))
+    assert a.shape == (1000,) and int(a.min()) == 0 and int(a.max()) == 9
+    np.testing.assert_array_equal(a, steps.sample_labels(gan, jax.random.key(0)))
+    assert not np.array_equal(a, steps.sample_labels(gan, jax.random.key(1)))
+    assert np.bincount(np.asarray(a), minlength=10).min() > 60  # 100 expected per class
+    assert steps.sample_labels(GAN.from_config(tiny_config(labelled_dir)), jax.random.key(0)) is None
+
+
+def test_the_step_gathers_each_batchs_labels_with_its_images(labelled_dir, monkeypatch):
+    """d_step gets the labels at the very indices of its real images (d_steps=2: two batches)."""
+    config = conditional(tiny_config(labelled_dir, d_steps=2), g="concat", d="concat")
+    gan = GAN.from_config(config)
+    split = idx.load_split(labelled_dir, "train")
+    state = create_train_state(gan, seed=0).replace(step=jnp.int32(1))
+    data = input_pipeline.TrainData(split.images, steps.data_orders(state.key, 0, len(split.images)),
+                                    split.labels)
+    seen = []
+    d_step = steps.d_step
+
+    def recording(state, real, key, **kwargs):
+        jax.debug.callback(lambda *arrays: seen.append([np.asarray(a) for a in arrays]), real,
+                           kwargs["real_labels"], ordered=True)
+        return d_step(state, real, key, **kwargs)
+    monkeypatch.setattr(steps, "d_step", recording)
+    jax.block_until_ready(jax.jit(functools.partial(steps.train_step, gan=gan))(state, data))
+    indices = np.asarray(input_pipeline.batch_from_orders(data.orders, state.step, 16)).reshape(2, 8)
+    for (real, labels), batch in zip(seen, indices):
+        np.testing.assert_array_equal(labels, split.labels[batch])
+        np.testing.assert_allclose(real, input_pipeline.to_model_range(split.images[batch]), atol=1e-6)
+
+
+def test_acgan_adds_its_classifier_losses_to_both_networks(labelled_dir):
+    gan = GAN.from_config(conditional(tiny_config(labelled_dir, ac_weight=0.5), g="concat", d="acgan"))
+    state = create_train_state(gan, seed=0)
+    real = jax.random.uniform(jax.random.key(7), (gan.batch_size, 28, 28, 1), minval=-1, maxval=1)
+    real_labels = jnp.arange(gan.batch_size) % 10
+    key = jax.random.key(1)
+    _, d_metrics = jax.jit(functools.partial(steps.d_step, gan=gan))(state, real, key,
+                                                                     real_labels=real_labels)
+    _, g_metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(state, real, key)
+    fake_labels = steps.sample_labels(gan, key)
+    fake, _ = gan.generator.apply(state.generator.variables(), steps.sample_noise(gan, key), train=True,
+                                  labels=fake_labels, mutable=["batch_stats"])
+    (logits, classes), _ = gan.discriminator.apply(state.discriminator.variables(), fake, train=True,
+                                                   labels=fake_labels, mutable=["batch_stats"])
+    g_ac = float(losses.auxiliary_classifier_loss(classes, fake_labels))
+    assert float(g_metrics["g_ac"]) == pytest.approx(g_ac, rel=1e-5)
+    assert float(g_metrics["g_loss"]) == pytest.approx(
+        float(losses.generator_loss("ns", logits)) + 0.5 * g_ac, rel=1e-5)
+    assert float(d_metrics["d_ac"]) > 0 and {"d_loss", "d_real", "d_fake", "d_ac"} == set(d_metrics)
+
+
+def conditional_config(labelled_dir, **overrides):
+    """A tiny class-conditional run (concat G, projection D) that learns its classes in 60 steps."""
+    config = tiny_config(labelled_dir, num_steps=60, sample_every=30, checkpoint_every=30,
+                         log_every=30, eval_every=60, g_lr=2e-3, d_lr=2e-3)
+    config = conditional(config, g="concat", d="projection")
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def conditional_run(labelled_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("conditional"))
+    return workdir, train.train_and_evaluate(conditional_config(labelled_dir), workdir)
+
+
+def test_a_conditional_run_draws_each_class_as_the_data_has_it(conditional_run, tmp_path):
+    """Class c of the data is bright in rows 2c..2c+8: G's samples of class c are too, brighter
+    there than the other classes' samples (a class grid, the same noise in every row)."""
+    workdir, _ = conditional_run
+    assert sample.run(workdir=workdir, class_grid=True, num=20, out=str(tmp_path / "grid.png"),
+                      npy=str(tmp_path / "grid.npy")) == 0
+    images = np.load(tmp_path / "grid.npy")[..., 0].astype(np.float32) / 127.5 - 1
+    labels = np.load(tmp_path / "grid.labels.npy")
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 20))
+    for c in range(10):
+        band = images[:, 2 * c:2 * c + 8]
+        assert band[labels == c].mean() > band[labels != c].mean() + 0.3, c
+    assert sample.run(workdir=workdir, label=7, num=4, npy=str(tmp_path / "sevens.npy")) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "sevens.labels.npy"), [7, 7, 7, 7])
+    # The run's own grid is a class grid: 10 rows of 8.
+    from PIL import Image
+    assert Image.open(os.path.join(workdir, "samples", "step_0000060.png")).size == (8 * 28, 10 * 28)
+    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    assert 0 <= records[-1]["eval_cond_acc"] <= 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(label=10), "--label=10; the run has the classes 0 to 9"),
+    (dict(interpolate=True), "--interpolate of a conditional run needs --label: it interpolates "
+                             "within a class"),
+])
+def test_bad_class_requests_are_one_line(conditional_run, tmp_path, capsys, kwargs, message):
+    workdir, _ = conditional_run
+    assert sample.run(workdir=workdir, out=str(tmp_path / "x.png"), **kwargs) == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_an_unconditional_run_refuses_labels_and_class_grids(tmp_path, capsys):
+    workdir = os.path.join(os.path.dirname(__file__), "data", "run_v0.1.0")  # any unconditional run
+    assert sample.run(workdir=workdir, label=3, out=str(tmp_path / "x.png")) == 1
+    assert "error: --label needs a conditional run" in capsys.readouterr().err
+    assert sample.run(workdir=workdir, class_grid=True, out=str(tmp_path / "x.png")) == 1
+    assert "error: --class_grid needs a conditional run" in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_conditional_metrics(conditional_run, tmp_path):
+    workdir, _ = conditional_run
+    step, result, _ = evaluate.evaluate_checkpoint(workdir, num_samples=100)
+    assert 0 <= result["cond_acc"] <= 1 and result["intra_fid"] > 0
+    assert len(result["intra_fid_per_class"]) == 10
+    assert result["intra_fid"] == pytest.approx(np.mean(result["intra_fid_per_class"]))
+    assert result["evaluator_accuracy"] == 0.9956
+    assert result["class_histogram"] and "d_acc" in result
+    # The same numbers from the samples and their labels written by gan_jax.sample.
+    assert sample.run(workdir=workdir, num=100, npy=str(tmp_path / "s.npy")) == 0
+    labels = np.load(tmp_path / "s.labels.npy")
+    np.testing.assert_array_equal(labels, runs.balanced_labels(100, 10))
+
+
+@pytest.mark.skipif(not os.environ.get(MNIST_DIR_VAR), reason=f"set {MNIST_DIR_VAR} to real MNIST")
+def test_the_test_split_against_itself_is_perfectly_conditional():
+    """The evaluator classifies the test split with its own accuracy, and each class's images have
+    the statistics of that class: intra-class FID 0."""
+    test = idx.load_split(os.environ[MNIST_DIR_VAR], "test")
+    result = evaluate.evaluate_samples(test.images, "mnist", test.images, labels=test.labels,
+                                       real_test_labels=test.labels)
+    assert result["cond_acc"] == pytest.approx(result["evaluator_accuracy"], abs=1e-9)
+    assert result["cond_acc"] == 0.9956
+    assert result["intra_fid"] == pytest.approx(0, abs=1e-3)
+
+
+def test_a_conditional_run_resumes_bit_identically_and_trains_alike_on_4_devices(conditional_run,
+                                                                                 labelled_dir, tmp_path):
+    _, reference = conditional_run
+    workdir = str(tmp_path / "resumed")
+    train.train_and_evaluate(conditional_config(labelled_dir, num_steps=30), workdir)
+    resumed = train.train_and_evaluate(conditional_config(labelled_dir), workdir)
+    assert trees_equal(resumed, reference)
+    # One step on 4 devices from the same state gives the one-device step (every method at once).
+    one = parallel.DataParallel(conditional(tiny_config(labelled_dir), g="cbn", d="acgan"))
+    four = parallel.DataParallel(conditional(tiny_config(labelled_dir, num_devices=4), g="cbn", d="acgan"))
+    split = idx.load_split(labelled_dir, "train")
+    host = parallel.to_host(create_train_state(one.gan, 0))
+    data = input_pipeline.TrainData(split.images, steps.data_orders(
+        jax.random.wrap_key_data(host.key), 0, len(split.images)), split.labels)
+    expected, _ = one.train_step(one.put_state(host), one.put_data(data))
+    got, _ = four.train_step(four.put_state(host), four.put_data(data))
+    assert_same_training(four.get_state(got), one.get_state(expected), gauge_atol=1e-3)
+
+
+def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
+    config = conditional(tiny_config(labelled_dir, num_steps=2), g="concat", d="acgan")
+    states = sweep.run_sweep(config, str(tmp_path), [0, 1], {"ac_weight": [0.5, 2.0]})
+    assert len(states) == 4 and all(int(s.step) == 2 for s in states)
