@@ -6,22 +6,16 @@ What to expect: after one epoch, recognizable garment shapes (shirts, trousers, 
 than the MNIST digits after the same steps.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from gan_jax.config import load_config_file
 
-def _mnist_config(variant: str) -> ml_collections.ConfigDict:
-    # Configs are loaded by file path, not as a package, so import the sibling file the same way.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist.py")
-    spec = importlib.util.spec_from_file_location("experiments_mnist", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = _mnist_config(variant)
+    config = load_config_file(os.path.join(_HERE, "mnist.py"), variant)
     config.data.name = "fashion_mnist"
     return config

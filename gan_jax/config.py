@@ -6,6 +6,7 @@ key or a bad value fails in one line before any data is read or any function is 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -131,6 +132,22 @@ def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collec
         if leaf not in target:
             target[leaf] = value
     return config
+
+
+def load_config_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file (experiments/*.py), loaded by path as the CLI does.
+
+    Config files are not a package, so one that builds on another (experiments/mnist_tuned.py on
+    mnist.py) loads it with this: `load_config_file(os.path.join(os.path.dirname(__file__), ...))`.
+    """
+    import importlib.util
+    name = "gan_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or not os.path.isfile(path):
+        raise ConfigError(f"no config file at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
