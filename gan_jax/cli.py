@@ -112,6 +112,11 @@ def _drop_closed_event_loop_callbacks(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def config_stem(config_filename: str) -> str:
+    """"experiments/mnist.py:tiny" -> "mnist": what a command names its default folder after."""
+    return os.path.splitext(os.path.basename(config_filename.split(":")[0]))[0]
+
+
 def setup_logging() -> None:
     """Our own lines as plain "gan_jax: message"; library INFO chatter (orbax, absl) kept quiet."""
     sys.unraisablehook = _drop_closed_event_loop_callbacks

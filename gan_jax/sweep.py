@@ -326,7 +326,7 @@ def main(argv):
     del argv
     flags = _FLAGS
     config = flags.config
-    workdir = flags.workdir or os.path.join("runs", _config_stem(flags["config"].config_filename) + "_sweep")
+    workdir = flags.workdir or os.path.join("runs", cli.config_stem(flags["config"].config_filename) + "_sweep")
     cli.setup_logging()
     try:
         seeds = _int_list(flags.seeds)
@@ -349,10 +349,6 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected comma-separated integers") from None
-
-
-def _config_stem(config_filename: str) -> str:
-    return os.path.splitext(os.path.basename(config_filename.split(":")[0]))[0]
 
 
 def _define_flags():

@@ -191,7 +191,7 @@ def _train_loop(config, workdir, data_parallel, host_state, extra, images, label
 def main(argv):
     del argv
     config = _FLAGS.config
-    workdir = _FLAGS.workdir or os.path.join("runs", _config_stem(_FLAGS["config"].config_filename))
+    workdir = _FLAGS.workdir or os.path.join("runs", cli.config_stem(_FLAGS["config"].config_filename))
     cli.setup_logging()
     try:
         if _FLAGS.distributed or _FLAGS.coordinator:
@@ -214,11 +214,6 @@ def main(argv):
         return 1
     print(f"trained to step {int(state.step)}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
     return 0
-
-
-def _config_stem(config_filename: str) -> str:
-    # "experiments/mnist.py:tiny" -> "mnist"
-    return os.path.splitext(os.path.basename(config_filename.split(":")[0]))[0]
 
 
 def _resume_command(workdir: str) -> str:
