@@ -29,5 +29,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = load_config_file(os.path.join(_HERE, "mnist.py"), variant)
     config.g_lr = 2e-3
     config.ema_decay = 0.999
-    config.ema_start = 5000 if not variant else 0  # the tiny variant's few steps average from the start
+    config.ema_start = 5000
     return config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import sys
@@ -35,11 +34,8 @@ MNIST_DIR_VAR = "GAN_JAX_MNIST_DIR"
 
 def load_experiment(name: str, variant: str = ""):
     """get_config() of experiments/<name>.py, loaded by path as the CLI does."""
-    path = os.path.join(REPO, "experiments", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    from gan_jax.config import load_config_file
+    return load_config_file(os.path.join(REPO, "experiments", f"{name}.py"), variant)
 
 
 def write_idx_dataset(folder: str, num_train: int = 64, num_test: int = 16, seed: int = 0,
@@ -145,6 +141,16 @@ def idx_dir(tmp_path_factory) -> str:
     return write_idx_dataset(str(tmp_path_factory.mktemp("idx_data")))
 
 
+def set_key(config, key: str, value) -> None:
+    """config["model.g_width"] = value, for a dotted key, even to a value of another type."""
+    *parents, leaf = key.split(".")
+    target = config
+    for parent in parents:
+        target = target[parent]
+    with target.ignore_type():
+        target[leaf] = value
+
+
 def tiny_config(data_dir: str, **overrides):
     """experiments/mnist.py:tiny on small IDX data, with narrow networks so steps compile fast."""
     config = load_experiment("mnist", "tiny")
@@ -156,11 +162,7 @@ def tiny_config(data_dir: str, **overrides):
     config.model.d_width = 8
     config.num_devices = 1
     for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
+        set_key(config, key, value)
     return config
 
 

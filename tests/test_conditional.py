@@ -11,11 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal
-from conftest import write_idx_dataset
-from gan_jax import config as config_lib
+from conftest import (MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal,
+                      write_idx_dataset)
 from gan_jax import evaluate, idx, input_pipeline, losses, parallel, runs, sample, steps, sweep, train
-from gan_jax.errors import ConfigError
 from gan_jax.logging_utils import read_metrics
 from gan_jax.state import GAN, count_params, create_train_state
 
@@ -42,12 +40,14 @@ def labelled_dir(tmp_path_factory):
 @pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
 def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
     gan = GAN.from_config(conditional(load_experiment("mnist"), *conditions))
-    state = create_train_state(gan, seed=0)
-    assert (count_params(state.generator.params), count_params(state.discriminator.params)) == (
+    shapes = jax.eval_shape(functools.partial(create_train_state, gan, 0))  # the real widths, no work
+    assert (count_params(shapes.generator.params), count_params(shapes.discriminator.params)) == (
         PARAMETER_COUNTS[conditions])
+    gan = GAN.from_config(conditional(tiny_config(""), *conditions))  # the shapes: narrow is enough
+    state = create_train_state(gan, seed=0)
     labels = jnp.array([3, 7])
-    images = gan.generator.apply(state.generator.variables(), jnp.zeros((2, 100)), train=False,
-                                 labels=labels)
+    images = gan.generator.apply(state.generator.variables(), jnp.zeros((2, gan.latent_dim)),
+                                 train=False, labels=labels)
     assert images.shape == (2, 28, 28, 1)
     output = gan.discriminator.apply(state.discriminator.variables(), images, train=False, labels=labels)
     logits, classes = steps.split_output(output)
@@ -76,24 +76,6 @@ def test_the_label_changes_what_each_network_computes(conditions):
     logits, classes = steps.split_output(output)
     # An ACGAN's D scores the image alone and classifies it: its logit ignores the label.
     assert (logits[0] != logits[1]) == (conditions[1] != "acgan")
-
-
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.num_classes": 7}, "num_classes=7 does not match mnist, which has 10 classes"),
-    ({"model.d_condition": "acgan"}, "d_condition has no effect on an unconditional run"),
-    ({"model.g_condition": "cbn"}, "g_condition has no effect on an unconditional run"),
-    ({"ac_weight": 0.5}, "ac_weight=0.5 has no effect without config.model.d_condition='acgan'"),
-])
-def test_conditioning_options_are_checked(overrides, message):
-    config = load_experiment("mnist")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    with pytest.raises(ConfigError, match=message):
-        config_lib.validate(config)
 
 
 def test_labels_outside_the_classes_are_refused(tmp_path):
@@ -261,5 +243,6 @@ def test_a_conditional_run_resumes_bit_identically_and_trains_alike_on_4_devices
 
 def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
     config = conditional(tiny_config(labelled_dir, num_steps=2), g="concat", d="acgan")
-    states = sweep.run_sweep(config, str(tmp_path), [0, 1], {"ac_weight": [0.5, 2.0]})
-    assert len(states) == 4 and all(int(s.step) == 2 for s in states)
+    states = sweep.run_sweep(config, str(tmp_path), [1], {"ac_weight": [0.5, 2.0]})
+    assert len(states) == 2 and all(int(s.step) == 2 for s in states)
+    assert not trees_equal(states[0].generator.params, states[1].generator.params)

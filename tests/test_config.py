@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from conftest import load_experiment
+from conftest import load_experiment, set_key
 from gan_jax import config as config_lib
 from gan_jax.errors import ConfigError
 
@@ -19,6 +19,27 @@ def test_shipped_configs_are_valid_and_the_tutorials_setup():
     changed = {k for k, v in config_lib.flatten(fashion).items() if config_lib.flatten(config)[k] != v}
     assert changed == {"data.name"}
     config_lib.validate(load_experiment("mnist", "tiny"))
+
+
+def test_the_tuned_and_conditional_configs_change_only_what_they_say():
+    base = config_lib.flatten(load_experiment("mnist"))
+
+    def changed(name):
+        config = load_experiment(name)
+        config_lib.validate(config)
+        return {k: v for k, v in config_lib.flatten(config).items() if base[k] != v}
+    assert changed("mnist_tuned") == {"g_lr": 2e-3, "ema_decay": 0.999, "ema_start": 5000}
+    assert changed("fashion_mnist_tuned") == {**changed("mnist_tuned"), "data.name": "fashion_mnist"}
+    conditional = changed("mnist_conditional")
+    assert conditional["model.num_classes"] == 10 and conditional["g_lr"] == 2e-3
+    assert changed("fashion_mnist_conditional") == {**conditional, "data.name": "fashion_mnist"}
+    for name in ("mnist_tuned", "fashion_mnist_tuned", "mnist_conditional", "fashion_mnist_conditional"):
+        config_lib.validate(load_experiment(name, "tiny"))
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no config file at"):
+        config_lib.load_config_file(str(tmp_path / "nope.py"))
 
 
 def test_every_contract_key_is_in_the_shipped_config():
@@ -41,12 +62,7 @@ def test_every_contract_key_is_in_the_shipped_config():
 ])
 def test_bad_values(key, value, message):
     config = load_experiment("mnist")
-    *parents, leaf = key.split(".")
-    target = config
-    for parent in parents:
-        target = target[parent]
-    with target.ignore_type():
-        target[leaf] = value
+    set_key(config, key, value)
     with pytest.raises(ConfigError, match=message):
         config_lib.validate(config)
 
@@ -105,16 +121,15 @@ def test_cadences_must_be_multiples_of_steps_per_call():
     ({"d_steps": 0}, "d_steps=0 is invalid"),
     ({"loss": "wasserstein"}, "loss='wasserstein' is invalid"),
     ({"model.d_norm": "layer"}, "d_norm='layer' is invalid"),
+    ({"model.num_classes": 7}, "num_classes=7 does not match mnist, which has 10 classes"),
+    ({"model.d_condition": "acgan"}, "d_condition has no effect on an unconditional run"),
+    ({"model.g_condition": "cbn"}, "g_condition has no effect on an unconditional run"),
+    ({"ac_weight": 0.5}, "ac_weight=0.5 has no effect without config.model.d_condition='acgan'"),
 ])
 def test_combinations_that_make_no_sense_are_refused(overrides, message):
     config = load_experiment("mnist")
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target[parent]
-        with target.ignore_type():
-            target[leaf] = value
+        set_key(config, key, value)
     with pytest.raises(ConfigError, match=message):
         config_lib.validate(config)
 
