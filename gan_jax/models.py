@@ -32,7 +32,7 @@ D_CONDITIONS = ("projection", "concat", "acgan")
 _UPSAMPLE_PADDING = ((2, 2), (2, 2))
 _DOWNSAMPLE_PADDING = ((1, 1), (1, 1))
 # PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5) in flax's terms (momentum is the decay of the average).
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 
 
 def _uniform(bound: float) -> nn.initializers.Initializer:
@@ -139,7 +139,7 @@ class Generator(nn.Module):
     def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
         layer = dict(init_scheme=self.init_scheme, impl=self.conv_transpose, dtype=self.dtype)
         norm = dict(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
-                    scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)
+                    scale_init=batch_norm_scale_init(self.init_scheme), **BATCH_NORM)
         if self.num_classes and self.condition == "concat":
             # The embedding has z's scale, N(0, 1), so the label weighs like the noise at the start.
             embedded = nn.Embed(self.num_classes, self.num_classes,
@@ -202,7 +202,7 @@ class Discriminator(nn.Module):
         x = conv(2 * self.width, x)
         if self.norm == "batch":
             x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
-                             scale_init=batch_norm_scale_init(self.init_scheme), **_BATCH_NORM)(x)
+                             scale_init=batch_norm_scale_init(self.init_scheme), **BATCH_NORM)(x)
         x = nn.leaky_relu(x, 0.2)
         features = x.reshape(x.shape[0], -1)
         inits = layer_initializers(self.init_scheme, fan_in=features.shape[-1])
