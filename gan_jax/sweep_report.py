@@ -9,7 +9,7 @@ from typing import Any
 
 # Metrics summarized per group, and how many decimals they are printed with.
 SUMMARIZED = {"fid": 2, "kid": 2, "score": 3, "precision": 4, "recall": 4, "coverage_entropy": 4,
-              "d_acc": 4}
+              "cond_acc": 4, "intra_fid": 2, "d_acc": 4}
 
 
 def _values_label(values: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import pytest
 from conftest import (MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal,
                       write_idx_dataset)
 from gan_jax import evaluate, idx, input_pipeline, losses, parallel, runs, sample, steps, sweep, train
+from gan_jax import workdir as workdir_lib
 from gan_jax.logging_utils import read_metrics
 from gan_jax.state import GAN, count_params, create_train_state
 
@@ -246,3 +247,10 @@ def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
     states = sweep.run_sweep(config, str(tmp_path), [1], {"ac_weight": [0.5, 2.0]})
     assert len(states) == 2 and all(int(s.step) == 2 for s in states)
     assert not trees_equal(states[0].generator.params, states[1].generator.params)
+    # A sweep's report summarizes the conditional metrics too.
+    rows, groups = evaluate.evaluate_sweep(str(tmp_path), workdir_lib.read_sweep(str(tmp_path)),
+                                           num_samples=100)
+    assert [g["values"] for g in groups] == [{"ac_weight": 0.5}, {"ac_weight": 2.0}]
+    for row, group in zip(rows, groups):
+        assert group["cond_acc"]["mean"] == row["cond_acc"]
+        assert group["intra_fid"]["mean"] == row["intra_fid"]
