@@ -326,7 +326,8 @@ def main(argv):
     del argv
     flags = _FLAGS
     config = flags.config
-    workdir = flags.workdir or os.path.join("runs", cli.config_stem(flags["config"].config_filename) + "_sweep")
+    stem = cli.config_stem(flags["config"].config_filename)
+    workdir = flags.workdir or os.path.join("runs", stem + "_sweep")
     cli.setup_logging()
     try:
         seeds = _int_list(flags.seeds)
