@@ -20,6 +20,7 @@ _PROB_SUM_TOLERANCE = 1e-3
 # Rows of the pairwise-distance matrix computed at once in `precision_recall`: 1024 x 10k float32 is
 # 40 MB, so 10k x 10k sets never materialize the 400 MB full matrix.
 _DISTANCE_BLOCK_ROWS = 1024
+PR_NEIGHBOURS = 3  # k of the k-NN precision/recall balls (Kynkaanniemi et al. 2019 use 3)
 
 
 class FeatureStats(NamedTuple):
@@ -267,7 +268,8 @@ def _fraction_inside(queries: np.ndarray, centers: np.ndarray, radii: np.ndarray
     return inside / queries.shape[0]
 
 
-def precision_recall(real_features: np.ndarray, fake_features: np.ndarray, k: int = 3) -> PrecisionRecall:
+def precision_recall(real_features: np.ndarray, fake_features: np.ndarray,
+                     k: int = PR_NEIGHBOURS) -> PrecisionRecall:
     """Improved precision and recall (Kynkäänniemi et al. 2019) from k-NN manifolds of features.
 
     Each set's manifold is the union of balls around its points, each ball reaching the point's k-th

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR_VAR, PYTHON, tiny_config
-from gan_jax import evaluate, idx, input_pipeline, plots, reference, runs
+from gan_jax import evaluate, idx, image_arrays, input_pipeline, plots, reference, runs
 from gan_jax.errors import DataError
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
@@ -174,7 +174,7 @@ def test_discriminator_logits_give_d_acc():
 ])
 def test_unfit_images_are_refused(images, message):
     with pytest.raises(DataError) as raised:
-        evaluate.as_images(images)
+        image_arrays.as_images(images)
     assert message in str(raised.value)
 
 
