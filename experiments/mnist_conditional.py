@@ -2,6 +2,15 @@
 
     python -m gan_jax.train --config experiments/mnist_conditional.py
     python -m gan_jax.sample --workdir runs/mnist_conditional --label 7 --num 64 --out sevens.png
+
+G takes the label through class-conditional BatchNorm and D through a projection: of the methods
+compared after one epoch (3 seeds each, README "Class-conditional generation") this one led by far,
+FID 37.9 +- 12.1 and conditional accuracy 90.9% against 84.2 / 85.0% for concat / acgan and
+249.6 / 64.0% for concat / concat.
+
+What to expect (measured on a 2-core CPU, seed 0, 10,000 class-balanced samples, the shipped
+evaluator): after 20 epochs FID 6.6, intra-class FID 22.2, conditional accuracy 99.69% (the
+evaluator's own test accuracy: 99.56%), classifier score 9.92; 97.4% conditional accuracy after 4.
 """
 
 import os

@@ -12,8 +12,9 @@ by measurement (README, Better samples):
     starts once G has settled (over 5 epochs an earlier average was 5-7 FID worse than G itself).
 The step costs what the tutorial's does plus the average (README, step time).
 
-What to expect (measured, see README): after 20 epochs FID about 27 against the tutorial's 47, score
-7.8 against 7.5; after one epoch FID about 100 against the tutorial's 162.
+What to expect (measured on a 2-core CPU, README "What each tool buys"; 10,000 samples, the shipped
+evaluator): after 20 epochs FID 28.3 +- 1.1 (2 seeds, EMA generator) against the tutorial's 45.9 +- 1.6,
+classifier score 7.82 against 7.49; after one epoch FID 100.1 +- 4.9 (3 seeds) against 162.0 +- 22.1.
 """
 
 import os
