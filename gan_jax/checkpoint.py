@@ -37,6 +37,9 @@ DAMAGED_SUFFIX = ".damaged"
 # corrupt files as ValueError (e.g. "OUT_OF_RANGE: Error reading ... in OCDBT database") or OSError,
 # malformed metadata as KeyError/TypeError/ValueError.
 _READ_ERRORS = (ValueError, OSError, KeyError, TypeError, EOFError, RuntimeError)
+# How often a reader lists the checkpoints again when one vanishes under it (a training run's rotation
+# removes the oldest, so the newest it then finds is fresh).
+_LISTING_ATTEMPTS = 5
 
 
 class DamagedCheckpointError(CheckpointError):
@@ -140,19 +143,33 @@ class Checkpointer:
           CheckpointError: every checkpoint is damaged (the message lists them), or the newest good
             one does not fit `abstract_state` (another config).
         """
-        damaged = []
-        restored = None
-        for step in reversed(self.all_steps()):
-            try:
-                restored = self.restore_at(abstract_state, step)
+        damaged: dict[int, DamagedCheckpointError] = {}
+        for _ in range(_LISTING_ATTEMPTS):
+            restored, vanished = None, False
+            for step in reversed(self.all_steps()):
+                if step in damaged:
+                    continue
+                try:
+                    restored = self.restore_at(abstract_state, step)
+                    break
+                except DamagedCheckpointError as e:
+                    if not os.path.isdir(os.path.join(self.directory, str(step))):
+                        # Gone while being read: a run training in this folder rotated it away (only
+                        # readers, which take no lock, meet this). Not damage: list again.
+                        vanished = True
+                        break
+                    logger.warning("skipping %s", e)
+                    damaged[step] = e
+            if not vanished:
                 break
-            except DamagedCheckpointError as e:
-                logger.warning("skipping %s", e)
-                damaged.append(e)
+            self._manager.reload()
+        else:
+            raise CheckpointError(f"the checkpoints in {self.directory} kept being removed while they were "
+                                  f"read (a run training there rotates them); try again, or pass --step")
         if set_aside and damaged:
-            self._set_aside([e.step for e in damaged])
+            self._set_aside(list(damaged))
         if restored is None and damaged:
-            listed = "; ".join(f"step {e.step}: {e.reason}" for e in damaged)
+            listed = "; ".join(f"step {e.step}: {e.reason}" for e in damaged.values())
             raise CheckpointError(f"no checkpoint in {self.directory} restores ({listed}); start "
                                   f"afresh in another --workdir")
         return restored

@@ -110,3 +110,30 @@ def test_round_trip_with_ema_and_spectral_norm(idx_dir, tmp_path):
     with pytest.raises(CheckpointError, match="does not fit this config.*generator_ema"):
         reopened.restore(abstract(plain))
     reopened.close()
+
+
+def test_a_reader_lists_again_when_a_training_run_rotates_a_checkpoint_away(gan, tmp_path, caplog,
+                                                                            monkeypatch):
+    """evaluate and sample read without the lock, so a run training in the folder may delete the
+    checkpoint they are reading (keep-N rotation): that is no damage, and the newest one is read."""
+    writer = Checkpointer(str(tmp_path / "ckpt"), keep=2)
+    for step in (1, 2):
+        writer.save(host_state(gan, step=step))
+        writer.wait()
+    reader = Checkpointer(str(tmp_path / "ckpt"), keep=2)
+    original = Checkpointer.restore_at
+
+    def restore_at_while_training_goes_on(self, abstract_state, step):
+        if step == 2 and not os.path.exists(os.path.join(writer.directory, "4")):
+            for new_step in (3, 4):  # the trainer saves twice: 1 and 2 rotate away
+                writer.save(host_state(gan, step=new_step))
+                writer.wait()
+        return original(self, abstract_state, step)
+
+    monkeypatch.setattr(Checkpointer, "restore_at", restore_at_while_training_goes_on)
+    restored = reader.restore_newest(abstract(gan))
+    assert int(restored.state.step) == 4
+    assert "skipping" not in caplog.text  # nothing was called damaged
+    assert sorted(os.listdir(writer.directory)) == ["3", "4"]  # nor set aside
+    reader.close()
+    writer.close()
