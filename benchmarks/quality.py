@@ -46,8 +46,9 @@ def train_and_score(name: str, dataset: str, seed: int, epochs: int, data_dir: s
           f"--num_samples={num_samples}", f"--json={result_path}"])
     with open(result_path) as f:
         result = json.load(f)
-    return {"variant": name, "dataset": dataset, "seed": seed, "epochs": epochs, "train_s": train_s,
-            "run_dir": run_dir, **result}
+    # The evaluation's own "seed" (of its sampling noise) is kept as eval_seed: "seed" is the run's.
+    return {**result, "eval_seed": result["seed"], "variant": name, "dataset": dataset, "seed": seed,
+            "epochs": epochs, "train_s": train_s, "run_dir": run_dir}
 
 
 def summarize(records: list[dict]) -> str:
