@@ -12,6 +12,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from gan_jax.logging_utils import logger
+
 
 class Interrupted(Exception):
     """Training was stopped by SIGTERM or Ctrl-C after saving a checkpoint; not an error."""
@@ -61,11 +63,30 @@ class InterruptFlag:
             signal.signal(sig, handler)
 
 
+def call_size(config, step: int, total_steps: int) -> int:
+    """Steps in the next call: steps_per_call while aligned to it and room is left; single steps else
+    (a run resumed off the grid, or the tail of the run)."""
+    num_steps = config.steps_per_call
+    return 1 if step % num_steps or step + num_steps > total_steps else num_steps
+
+
 class Throughput:
     """Steps per second between log lines, with compiling calls kept out of the count."""
 
     def __init__(self, step: int):
         self._time, self._step = time.perf_counter(), step
+        self._compiled: set[int] = set()
+
+    def after_call(self, num_steps: int, metrics, call_start: float, what: str = "") -> None:
+        """A call of a size not run before compiled: wait for it, log its time and keep it out of
+        steps/s, which reports training speed. `what` qualifies the log line (" of 4 runs")."""
+        if num_steps in self._compiled:
+            return
+        jax.block_until_ready(metrics)
+        elapsed = time.perf_counter() - call_start
+        logger.info("compiled and ran the first call of %d step(s)%s in %.1f s", num_steps, what, elapsed)
+        self.exclude(elapsed, num_steps)
+        self._compiled.add(num_steps)
 
     def exclude(self, seconds: float, num_steps: int) -> None:
         self._time += seconds

@@ -31,6 +31,7 @@ def fixed_grid_inputs(config, key) -> tuple[jax.Array, jax.Array | None, tuple[i
     labels = jax.numpy.repeat(jax.numpy.arange(num_classes), CLASS_GRID_COLUMNS)
     return jax.numpy.tile(noise, (num_classes, 1)), labels, (num_classes, CLASS_GRID_COLUMNS)
 
+
 LOG_WINDOW = "log_window"  # a checkpoint's record of the metrics logged at the next log step
 
 
@@ -107,5 +108,3 @@ class RunOutputs:
         if self._config.eval_every:
             plots.save_quality_curves(self._writer.path, os.path.join(self._workdir, "quality.png"))
         plots.save_progress_gif(self._samples_dir, os.path.join(self._workdir, "progress.gif"))
-
-

@@ -248,14 +248,12 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                 outputs[index].add(per_step)
 
     host_metrics = loop.HostMetrics(take)
-    throughput, compiled, data, data_epoch = loop.Throughput(step), set(), None, None
+    throughput, data, data_epoch = loop.Throughput(step), None, None
     stopping = False
     try:
         with loop.InterruptFlag() as interrupt:
             while step < total_steps and not stopping and len(status.failed) < len(runs):
-                num_steps = config.steps_per_call
-                if step % num_steps or step + num_steps > total_steps:
-                    num_steps = 1
+                num_steps = loop.call_size(config, step, total_steps)
                 if step // steps_per_epoch != data_epoch:
                     data_epoch = step // steps_per_epoch
                     orders = [steps.data_orders(key, data_epoch, len(images)) for key in keys]
@@ -264,13 +262,7 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                 states, metrics = sweep_parallel.train_steps(num_steps)(states, data, hps)
                 host_metrics.add(metrics, first_step=step + 1)
                 step += num_steps
-                if num_steps not in compiled:
-                    jax.block_until_ready(metrics)
-                    elapsed = time.perf_counter() - call_start
-                    logger.info("compiled and ran the first call of %d step(s) of %d runs in %.1f s",
-                                num_steps, len(runs), elapsed)
-                    throughput.exclude(elapsed, num_steps)
-                    compiled.add(num_steps)
+                throughput.after_call(num_steps, metrics, call_start, f" of {len(runs)} runs")
                 due = loop.due(config, step, total_steps)
                 stopping = interrupt.raised
                 if not (any(due.values()) or stopping):

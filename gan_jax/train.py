@@ -26,6 +26,7 @@ from gan_jax.outputs import RunOutputs
 from gan_jax.parallel import HostState
 from gan_jax.state import abstract_train_state, create_train_state
 
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostState:
     """Trains the GAN that `config` describes, writing everything into `workdir`.
 
@@ -128,29 +129,18 @@ def _train_loop(config, workdir, data_parallel, host_state, extra, images, label
             outputs.add(per_step)
 
     host_metrics = loop.HostMetrics(take)
-    throughput, compiled = loop.Throughput(step), set()
+    throughput = loop.Throughput(step)
     stopping = False
     try:
         with loop.InterruptFlag() as interrupt:
             while step < total_steps and not stopping:
-                # steps_per_call at a time while aligned to it and room is left; single steps else
-                # (a run resumed off the grid, or the tail of the run).
-                num_steps = config.steps_per_call
-                if step % num_steps or step + num_steps > total_steps:
-                    num_steps = 1
+                num_steps = loop.call_size(config, step, total_steps)
                 data = epoch_data.at(step)
                 call_start = time.perf_counter()
                 state, metrics = data_parallel.train_steps(num_steps)(state, data)
                 host_metrics.add(metrics, first_step=step + 1)
                 step += num_steps
-                if num_steps not in compiled:
-                    # A first call compiles: keep it out of steps/s, which reports training speed.
-                    jax.block_until_ready(metrics)
-                    elapsed = time.perf_counter() - call_start
-                    logger.info("compiled and ran the first call of %d step(s) in %.1f s", num_steps,
-                                elapsed)
-                    throughput.exclude(elapsed, num_steps)
-                    compiled.add(num_steps)
+                throughput.after_call(num_steps, metrics, call_start)
                 due = loop.due(config, step, total_steps)
                 # One process alone checks its flag every step; several agree at synced steps only.
                 stopping = interrupt.raised if jax.process_count() == 1 else (
