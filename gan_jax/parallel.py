@@ -351,9 +351,12 @@ class SweepParallel:
                  labels: np.ndarray | None = None) -> input_pipeline.TrainData:
         """The shared images (and labels) on every device and each run's data order (see
         `steps.data_orders`)."""
-        return input_pipeline.TrainData(self._put(images, runs_axis=False),
-                                        self._put(np.stack(orders), runs_axis=True),
+        return input_pipeline.TrainData(self._put(images, runs_axis=False), self.put_orders(orders),
                                         None if labels is None else self._put(labels, runs_axis=False))
+
+    def put_orders(self, orders: list[np.ndarray]) -> jax.Array:
+        """Each run's data order of an epoch, stacked and placed with its run."""
+        return self._put(np.stack(orders), runs_axis=True)
 
     def put_hyperparams(self, hyperparams: Hyperparams) -> Hyperparams:
         return self._put(hyperparams, runs_axis=True)

@@ -257,7 +257,9 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                 if step // steps_per_epoch != data_epoch:
                     data_epoch = step // steps_per_epoch
                     orders = [steps.data_orders(key, data_epoch, len(images)) for key in keys]
-                    data = sweep_parallel.put_data(images, orders, labels)
+                    # The images (and labels) go to the devices once; each epoch only its orders.
+                    data = (sweep_parallel.put_data(images, orders, labels) if data is None
+                            else data._replace(orders=sweep_parallel.put_orders(orders)))
                 call_start = time.perf_counter()
                 states, metrics = sweep_parallel.train_steps(num_steps)(states, data, hps)
                 host_metrics.add(metrics, first_step=step + 1)

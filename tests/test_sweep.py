@@ -66,6 +66,17 @@ def test_each_run_is_the_run_train_makes_with_its_seed_and_values(swept, idx_dir
         assert_same_training(states[index], alone, gauge_atol=2 * 3e-4 * NUM_STEPS)
 
 
+def test_past_an_epochs_end_each_run_takes_its_next_epochs_order(idx_dir, tmp_path):
+    """64 images at batch 8: steps 9-10 are the second epoch's, in each run's own new order."""
+    sweep.run_sweep(tiny_config(idx_dir, num_steps=10), str(tmp_path / "sweep"), [1], {})
+    train.train_and_evaluate(tiny_config(idx_dir, seed=1, num_steps=10), str(tmp_path / "alone"))
+    swept, alone = metrics_of(str(tmp_path / "sweep" / "run_000")), metrics_of(str(tmp_path / "alone"))
+    assert [r["step"] for r in swept] == [r["step"] for r in alone] and swept[-1]["step"] == 10
+    for got, want in zip(swept, alone):
+        for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+            assert got[name] == pytest.approx(want[name], abs=TOLERANCE), (got["step"], name)
+
+
 def test_a_runs_folder_works_with_evaluate_sample_and_train(swept, idx_dir, tmp_path):
     workdir, states = swept
     run_dir = str(tmp_path / "run_001")
