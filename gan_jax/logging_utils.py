@@ -71,8 +71,11 @@ class MetricsWriter:
         # purge_step hides the events a previous, interrupted run wrote past the step we resume from:
         # TensorBoard drops those at steps >= purge_step. The checkpoint's own step was logged
         # before it was saved and is kept, so the purge starts one step later.
+        # Event files are named by the second they open in: a start within the same second as the
+        # previous one (a quick resume) would overwrite its file; the start step keeps them apart.
         self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                          purge_step=start_step + 1)
+                                          purge_step=start_step + 1,
+                                          filename_suffix=f".from_step_{start_step}")
 
     def _truncate_after(self, step: int) -> None:
         """Drops records past `step`, left by a run that logged beyond its last checkpoint.
