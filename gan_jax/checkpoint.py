@@ -99,12 +99,33 @@ class Checkpointer:
         # Orbax needs absolute paths.
         self.directory = os.path.abspath(directory)
         try:
-            self._manager = ocp.CheckpointManager(
+            self._manager = self._listing_again_if_rotated(lambda: ocp.CheckpointManager(
                 self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
                 # Registered up front so a fresh manager can read metadata before any save/restore.
-                item_handlers=ocp.StandardCheckpointHandler())
+                item_handlers=ocp.StandardCheckpointHandler()))
         except OSError as e:
             raise CheckpointError(f"cannot use checkpoint folder {self.directory}: {e}") from None
+
+    def _listing_again_if_rotated(self, list_checkpoints):
+        """`list_checkpoints()`, called again when a checkpoint vanishes while orbax lists the folder.
+
+        Orbax lists the step folders, then reads each one's metadata; a run training in this folder
+        may rotate one away in between (only readers, which take no lock, meet this). The newer
+        listing is then the one to use.
+        """
+        for attempt in range(_LISTING_ATTEMPTS):
+            try:
+                return list_checkpoints()
+            except FileNotFoundError as e:
+                missing = os.path.abspath(os.fspath(e.filename)) if e.filename is not None else None
+                in_folder = missing is not None and missing != self.directory and os.path.commonpath(
+                    [missing, self.directory]) == self.directory
+                if not in_folder or attempt + 1 == _LISTING_ATTEMPTS:
+                    raise
+
+    def _reload(self) -> None:
+        """Lists the folder again (it changed under this process)."""
+        self._listing_again_if_rotated(self._manager.reload)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -162,7 +183,7 @@ class Checkpointer:
                     damaged[step] = e
             if not vanished:
                 break
-            self._manager.reload()
+            self._reload()
         else:
             raise CheckpointError(f"the checkpoints in {self.directory} kept being removed while they were "
                                   f"read (a run training there rotates them); try again, or pass --step")
@@ -188,7 +209,7 @@ class Checkpointer:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("gan_jax: damaged checkpoints set aside")
-        self._manager.reload()
+        self._reload()
 
     def restore_at(self, abstract_state: TrainState, step: int) -> Restored:
         """The checkpoint at `step`, with what was saved with it (DamagedCheckpointError if damaged)."""

@@ -137,3 +137,34 @@ def test_a_reader_lists_again_when_a_training_run_rotates_a_checkpoint_away(gan,
     assert sorted(os.listdir(writer.directory)) == ["3", "4"]  # nor set aside
     reader.close()
     writer.close()
+
+
+def test_opening_the_folder_lists_again_when_a_training_run_rotates_a_checkpoint_away(gan, tmp_path,
+                                                                                     monkeypatch):
+    """Opening the folder reads every checkpoint's metadata; one that rotates away between orbax's
+    listing and its read is no error either (seen in CI: evaluate/sample beside a training run)."""
+    writer = Checkpointer(str(tmp_path / "ckpt"), keep=2)
+    for step in (1, 2):
+        writer.save(host_state(gan, step=step))
+        writer.wait()
+    # Stage the race where it happens: after orbax has listed the step folders, before it reads them.
+    writers_format = writer._manager._step_name_format
+    original = type(writers_format).find_all
+    rotated = []
+
+    def find_all_while_training_goes_on(self, base_path):
+        listed = list(original(self, base_path))
+        if not rotated and self is not writers_format:
+            rotated.append(sorted(m.step for m in listed))
+            for new_step in (3, 4):  # the trainer saves twice: 1 and 2 rotate away
+                writer.save(host_state(gan, step=new_step))
+                writer.wait()
+        return iter(listed)
+
+    monkeypatch.setattr(type(writers_format), "find_all", find_all_while_training_goes_on)
+    reader = Checkpointer(str(tmp_path / "ckpt"), keep=2)
+    assert rotated[0] == [1, 2]  # the race was staged
+    assert reader.all_steps() == [3, 4]
+    assert int(reader.restore_newest(abstract(gan)).state.step) == 4
+    reader.close()
+    writer.close()
