@@ -35,76 +35,15 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gan_jax import cli, idx, input_pipeline, parallel, steps
+from gan_jax import cli, flops, idx, input_pipeline, parallel, steps
 from gan_jax import config as config_lib
 from gan_jax.errors import UserError
 from gan_jax.state import create_train_state
 
 NUM_TRAIN_IMAGES = 60000
-
-
-def _conv_macs(out_size: int, kernel: int, in_features: int, out_features: int) -> int:
-    return out_size * out_size * kernel * kernel * in_features * out_features
-
-
-def _conv_transpose_macs(in_size: int, kernel: int, in_features: int, out_features: int) -> int:
-    # Every input pixel meets every kernel tap (the scatter form), including taps that the
-    # transposed convolution's padding crops away again.
-    return in_size * in_size * kernel * kernel * in_features * out_features
-
-
-def network_macs(config: ml_collections.ConfigDict) -> dict[str, list[int]]:
-    """Multiply-adds per image of each layer's forward pass, for G and D (convs and dense only).
-
-    Dense counts, as a direct convolution executes them: taps over the zero padding count too
-    (without them one step is about 13% less). BatchNorm, activations, the losses and Adam are left
-    out: together they are well under 1% here.
-    """
-    g, d, z = config.model.g_width, config.model.d_width, config.latent_dim
-    return {
-        "generator": [
-            _conv_transpose_macs(1, 7, z, 2 * g),  # 1x1 -> 7x7
-            _conv_transpose_macs(7, 4, 2 * g, g),  # -> 14x14
-            _conv_transpose_macs(14, 4, g, 1),  # -> 28x28
-        ],
-        "discriminator": [
-            _conv_macs(14, 4, 1, d),  # 28x28 -> 14x14
-            _conv_macs(7, 4, d, 2 * d),  # -> 7x7
-            7 * 7 * 2 * d,  # the dense layer to one logit
-        ],
-    }
-
-
-def train_step_flops_per_image(config: ml_collections.ConfigDict) -> int:
-    """Analytic FLOPs (2 per multiply-add) of one training step, per image of the batch.
-
-    D step: G forward; for the real and the fake batch, D forward, its weight gradients and its input
-    gradients below the first layer. G step: G forward, D forward, D's input gradients all the way to
-    the image, G's weight gradients and its input gradients below the first layer.
-    """
-    macs = network_macs(config)
-    g_fwd, d_fwd = sum(macs["generator"]), sum(macs["discriminator"])
-    g_first, d_first = macs["generator"][0], macs["discriminator"][0]
-    d_step = g_fwd + 2 * (d_fwd + d_fwd + (d_fwd - d_first))
-    g_step = g_fwd + d_fwd + d_fwd + g_fwd + (g_fwd - g_first)
-    return 2 * (d_step + g_step)
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul rate of the default device, in GFLOP/s (median of `repeats`)."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    matmul = jax.jit(jnp.dot)
-    matmul(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def peak_memory_bytes() -> tuple[int, str]:
@@ -137,7 +76,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
     rates = [rate * k for rate in rates]
     steps_per_s = statistics.median(rates)
-    flops = train_step_flops_per_image(config) * config.batch_size
+    step_flops = flops.train_step_flops_per_image(config) * config.batch_size
     memory, memory_kind = peak_memory_bytes()
     return {
         "device_kind": jax.devices()[0].device_kind,
@@ -156,8 +95,8 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         "steps_per_s_min": min(rates),
         "steps_per_s_max": max(rates),
         "images_per_s": steps_per_s * config.batch_size,
-        "gflop_per_step": flops / 1e9,
-        "gflops_per_s": steps_per_s * flops / 1e9,
+        "gflop_per_step": step_flops / 1e9,
+        "gflops_per_s": steps_per_s * step_flops / 1e9,
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
         "timed_steps": calls * k,
@@ -302,8 +241,8 @@ def bench_images(config: ml_collections.ConfigDict, real_data: bool) -> np.ndarr
 def run(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
         steps_per_call: list[int], num_steps: int, repeats: int, loop: str, json_path: str | None,
         epoch: bool = False) -> list[dict]:
-    per_image = train_step_flops_per_image(config)
-    matmul = matmul_gflops()
+    per_image = flops.train_step_flops_per_image(config)
+    matmul = flops.matmul_gflops()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
           f"jax {jax.__version__}; one step = {per_image / 1e9:.4f} GFLOP per image (analytic); "
           f"float32 matmul {matmul:.0f} GFLOP/s measured")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, REPO, load_experiment, tiny_config
-from gan_jax import bench
+from gan_jax import bench, flops
 
 JSON_KEYS = {"device_kind", "device_count", "jax_version", "batch_size", "steps_per_call", "compile_s",
              "steps_per_s", "images_per_s", "gflops_per_s", "peak_memory_bytes"}
@@ -23,19 +23,19 @@ def test_flop_count_of_the_default_model():
          7 * 7 * 4 * 4 * 64 * 128,  # Conv 64->128, k4 s2, 7x7 outputs
          6272]  # Dense 6272 -> 1
     config = load_experiment("mnist")
-    assert bench.network_macs(config) == {"generator": g, "discriminator": d}
+    assert flops.network_macs(config) == {"generator": g, "discriminator": d}
     g_fwd, d_fwd = sum(g), sum(d)
     # D step: G fwd, then for real and fake: D fwd + weight grads + input grads above layer 1.
     # G step: G fwd + D fwd + D input grads + G weight grads + G input grads above layer 1.
     macs = g_fwd + 2 * (3 * d_fwd - d[0]) + (3 * g_fwd - g[0]) + 2 * d_fwd
-    assert bench.train_step_flops_per_image(config) == 2 * macs == 162_018_304
+    assert flops.train_step_flops_per_image(config) == 2 * macs == 162_018_304
 
 
 def test_flop_count_follows_the_config():
     config = load_experiment("mnist")
-    base = bench.train_step_flops_per_image(config)
+    base = flops.train_step_flops_per_image(config)
     config.model.g_width, config.model.d_width = 128, 128
-    assert 3 * base < bench.train_step_flops_per_image(config) < 4 * base  # widths enter squared
+    assert 3 * base < flops.train_step_flops_per_image(config) < 4 * base  # widths enter squared
 
 
 @pytest.mark.parametrize("steps_per_call", [1, 3])
@@ -49,7 +49,7 @@ def test_bench_times_the_real_step(idx_dir, steps_per_call):
     assert row["steps_per_s_min"] <= row["steps_per_s"] <= row["steps_per_s_max"]
     assert row["images_per_s"] == pytest.approx(row["steps_per_s"] * 8)
     assert row["gflops_per_s"] == pytest.approx(
-        row["steps_per_s"] * 8 * bench.train_step_flops_per_image(config) / 1e9)
+        row["steps_per_s"] * 8 * flops.train_step_flops_per_image(config) / 1e9)
     assert row["peak_memory_bytes"] > 0 and row["compile_s"] > 0
     assert row["loop"] == ("single" if steps_per_call == 1 else "rolled")
 
