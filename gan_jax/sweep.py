@@ -208,17 +208,73 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int],
 
 
 class _Status:
-    """How the runs are doing: which stopped and why, and the final states."""
+    """How the runs are doing: their outputs, which stopped and why, their newest checkpoints."""
 
-    def __init__(self):
+    def __init__(self, runs: list[Run], outputs: list[RunOutputs], step: int):
+        self.runs, self.outputs = runs, outputs
         self.failed: set[int] = set()
         self.messages: dict[str, str] = {}
-        self.host_states: list = []
+        self.host_states: list = []  # the final states, once the loop is done
+        # Each run's newest checkpoint (None before the first), for the message when a run stops.
+        self.last_saved = [step if step else None for _ in runs]
+
+    def fail(self, index: int, message: str) -> None:
+        self.failed.add(index)
+        self.messages[self.runs[index].name] = message
+        logger.warning("%s stopped: %s; the other runs go on", self.runs[index].name, message)
+
+    def take(self, per_run_metrics: list, first_step: int) -> None:
+        """Each training run's host metrics of the steps from `first_step`; a non-finite one stops it."""
+        for index, per_step in enumerate(per_run_metrics):
+            if index in self.failed:
+                continue
+            bad = loop.first_non_finite(per_step, first_step)
+            if bad is not None:
+                self.fail(index, f"{bad[1]} became {bad[2]} at step {bad[0]} (last good checkpoint: "
+                                 f"step {self.last_saved[index]})")
+            else:
+                self.outputs[index].add(per_step)
+
+    def write(self, step: int, due: dict[str, bool], host_states: list, rate, stopping: bool,
+              checkpointers: list[Checkpointer]) -> None:
+        """What is due at `step` for each training run: log, eval, samples, a checkpoint."""
+        for index, (output, host_state) in enumerate(zip(self.outputs, host_states)):
+            if index in self.failed:
+                continue
+            if due.get("log") or due.get("eval"):
+                output.write(step, rate, host_state, due.get("log"), due.get("eval"))
+            if due.get("sample"):
+                output.sample(step, host_state)
+            if due.get("checkpoint") or stopping:
+                if not parallel.all_finite(host_state):
+                    self.fail(index, f"parameters became NaN or infinite by step {step}")
+                    continue
+                checkpointers[index].save(host_state, output.checkpoint_extra())
+                self.last_saved[index] = step
+
+    def log_progress(self, step: int, steps_per_epoch: int, rate) -> None:
+        """One line per log step for the whole sweep: the mean over the training runs' last records."""
+        records = [output.last_record for index, output in enumerate(self.outputs)
+                   if index not in self.failed and output.last_record]
+        if not records:
+            return
+        means = {name: float(np.mean([r[name] for r in records])) for name in
+                 ("d_loss", "g_loss", "d_real", "d_fake") if all(name in r for r in records)}
+        speed = "" if rate is None else f"  {rate * len(self.runs):.2f} run-steps/s"
+        logger.info("step %d  epoch %d  %d/%d runs training  mean %s%s", step,
+                    (step - 1) // steps_per_epoch + 1, len(records), len(self.runs),
+                    format_metrics(means, means), speed)
+
+    def finish(self, step: int) -> None:
+        for index, output in enumerate(self.outputs):
+            if index not in self.failed:
+                output.plot()
+                self.messages[self.runs[index].name] = f"finished at step {step}"
 
 
 def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, images, labels,
                 steps_per_epoch, total_steps) -> _Status:
-    runs, status = folders.runs, _Status()
+    runs = folders.runs
     step = int(host_states[0].step)
     states = sweep_parallel.put_states(host_states)
     hps = sweep_parallel.put_hyperparams(parallel.sweep_hyperparams([run.config for run in runs]))
@@ -228,26 +284,9 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                for run, directory in zip(runs, folders.dirs)]
     for output, extra in zip(outputs, extras):
         output.resume(extra)
-    # Each run's newest checkpoint (None before the first), for the message when a run stops.
-    last_saved = [step if step else None for _ in runs]
-
-    def fail(index: int, message: str) -> None:
-        status.failed.add(index)
-        status.messages[runs[index].name] = message
-        logger.warning("%s stopped: %s; the other runs go on", runs[index].name, message)
-
-    def take(metrics, first_step: int) -> None:
-        for index, per_step in enumerate(sweep_parallel.get_metrics(metrics)):
-            if index in status.failed:
-                continue
-            bad = loop.first_non_finite(per_step, first_step)
-            if bad is not None:
-                fail(index, f"{bad[1]} became {bad[2]} at step {bad[0]} (last good checkpoint: step "
-                            f"{last_saved[index]})")
-            else:
-                outputs[index].add(per_step)
-
-    host_metrics = loop.HostMetrics(take)
+    status = _Status(runs, outputs, step)
+    host_metrics = loop.HostMetrics(
+        lambda metrics, first_step: status.take(sweep_parallel.get_metrics(metrics), first_step))
     throughput, data, data_epoch = loop.Throughput(step), None, None
     stopping = False
     try:
@@ -273,21 +312,9 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
                 needs_state = due.get("sample") or due.get("checkpoint") or due.get("eval") or stopping
                 per_run = sweep_parallel.get_states(states) if needs_state else [None] * len(runs)
                 rate = throughput.rate(step) if due.get("log") else None
-                for index, (output, host_state) in enumerate(zip(outputs, per_run)):
-                    if index in status.failed:
-                        continue
-                    if due.get("log") or due.get("eval"):
-                        output.write(step, rate, host_state, due.get("log"), due.get("eval"))
-                    if due.get("sample"):
-                        output.sample(step, host_state)
-                    if due.get("checkpoint") or stopping:
-                        if not parallel.all_finite(host_state):
-                            fail(index, f"parameters became NaN or infinite by step {step}")
-                            continue
-                        folders.checkpointers[index].save(host_state, output.checkpoint_extra())
-                        last_saved[index] = step
+                status.write(step, due, per_run, rate, stopping, folders.checkpointers)
                 if due.get("log"):
-                    _log_progress(step, steps_per_epoch, outputs, status, rate, len(runs))
+                    status.log_progress(step, steps_per_epoch, rate)
             for checkpointer in folders.checkpointers:
                 checkpointer.wait()
             if stopping and step < total_steps:
@@ -295,25 +322,9 @@ def _sweep_loop(config, sweep_parallel, folders: _Runs, host_states, extras, ima
     finally:
         for output in outputs:
             output.close()
-    for index, output in enumerate(outputs):
-        if index not in status.failed:
-            output.plot()
-            status.messages[runs[index].name] = f"finished at step {step}"
+    status.finish(step)
     status.host_states = sweep_parallel.get_states(states)
     return status
-
-
-def _log_progress(step: int, steps_per_epoch: int, outputs, status: _Status, rate, num_runs: int) -> None:
-    """One line per log step for the whole sweep: the mean over the training runs' last records."""
-    records = [o.last_record for i, o in enumerate(outputs) if i not in status.failed and o.last_record]
-    if not records:
-        return
-    means = {name: float(np.mean([r[name] for r in records])) for name in
-             ("d_loss", "g_loss", "d_real", "d_fake") if all(name in r for r in records)}
-    speed = "" if rate is None else f"  {rate * num_runs:.2f} run-steps/s"
-    logger.info("step %d  epoch %d  %d/%d runs training  mean %s%s", step,
-                (step - 1) // steps_per_epoch + 1, len(records), num_runs,
-                format_metrics(means, means), speed)
 
 
 def main(argv):
