@@ -10,9 +10,10 @@ concat / acgan and 249.6 / 64.0% for concat / concat. The ranking depends on the
 tutorial's 2e-4 cbn / projection fails (220.4 / 12.9%) and concat / concat leads (98.0 / 80.5%), still
 well behind this pair at 2e-3.
 
-What to expect (measured on a 2-core CPU, seed 0, 10,000 class-balanced samples, the shipped
+What to expect (measured on a 2-core CPU, seed 0 unless said, 10,000 class-balanced samples, the shipped
 evaluator): after 20 epochs FID 6.6, intra-class FID 22.2, conditional accuracy 99.69% (the
 evaluator's own test accuracy: 99.56%), classifier score 9.92; 97.4% conditional accuracy after 4.
+Seed 1: FID 5.85, intra-class FID 21.5, conditional accuracy 99.69%, score 9.92.
 """
 
 import os
