@@ -43,6 +43,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.num_classes = 0
     config.model.g_condition = "concat"
     config.model.d_condition = "projection"
+    # The minibatch standard deviation feature of D (ProGAN): 0 off, else the group size (e.g. 4).
+    config.model.d_minibatch_std = 0
     config.latent_dim = 100
 
     # Optimization: Adam for each network. The tutorial used Adam's default beta1 = 0.9; DCGAN practice
@@ -69,6 +71,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.ema_decay = 0.0
     config.ema_start = 0
     config.ac_weight = 1.0
+    # DiffAugment (gan_jax/augment.py): a comma-separated subset of "color", "translation" and
+    # "cutout", applied to every image D sees, real and generated ("": off).
+    config.augment = ""
+    # How the learning rates fall over the run: "none", "linear" or "cosine" (both to 0 at the end).
+    config.lr_decay = "none"
 
     # Training steps per compiled call (K > 1 removes per-step dispatch overhead on accelerators);
     # the cadences below must be multiples of it.

@@ -11,11 +11,12 @@ from typing import Any, Callable
 
 import ml_collections
 
-from gan_jax import conv_transpose, parallel
+from gan_jax import augment, conv_transpose, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.input_pipeline import DATASETS, SOURCES
 from gan_jax.losses import LOSSES
 from gan_jax.models import D_CONDITIONS, D_NORMS, G_CONDITIONS
+from gan_jax.state import LR_DECAYS
 
 INIT_SCHEMES = ("pytorch", "dcgan")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -35,6 +36,14 @@ def _unit_interval(value) -> bool:
 
 def _closed_unit_interval(value) -> bool:
     return 0 <= value <= 1
+
+
+def _augment_policy(value) -> bool:
+    try:
+        augment.parse_policy(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _one_of(*choices) -> Callable[[Any], bool]:
@@ -59,6 +68,7 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "model.num_classes": (int, _non_negative, ">= 0 (0: unconditional)"),
     "model.g_condition": (str, _one_of(*G_CONDITIONS), f"one of {G_CONDITIONS}"),
     "model.d_condition": (str, _one_of(*D_CONDITIONS), f"one of {D_CONDITIONS}"),
+    "model.d_minibatch_std": (int, _non_negative, ">= 0 (0: off; else the group size)"),
     "latent_dim": (int, _positive, ">= 1"),
     "batch_size": (int, _positive, ">= 1"),
     "num_epochs": (int, _non_negative, ">= 0"),
@@ -75,6 +85,8 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = 
     "ema_decay": ((int, float), _closed_unit_interval, "in [0, 1] (0: off)"),
     "ema_start": (int, _non_negative, ">= 0"),
     "ac_weight": ((int, float), _non_negative, ">= 0"),
+    "augment": (str, _augment_policy, f"'' or a comma-separated subset of {augment.POLICIES}"),
+    "lr_decay": (str, _one_of(*LR_DECAYS), f"one of {LR_DECAYS}"),
     "log_every": (int, _positive, ">= 1"),
     "sample_every": (int, _positive, ">= 1"),
     "checkpoint_every": (int, _positive, ">= 1"),
@@ -101,6 +113,9 @@ ADDED_KEYS = {
     "model.g_condition": "concat",
     "model.d_condition": "projection",
     "ac_weight": 1.0,
+    "model.d_minibatch_std": 0,
+    "augment": "",
+    "lr_decay": "none",
 }
 # The number of classes of each dataset's labels: what a conditional run's model.num_classes must be.
 DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}
@@ -111,7 +126,8 @@ DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}
 # cadences, lengths, devices, where the data is read from) may change between starts.
 RUN_DEFINING = ("seed", "batch_size", "latent_dim", "data.name", "model.g_width", "model.d_width",
                 "model.init_scheme", "model.d_norm", "model.compute_dtype", "loss", "d_steps",
-                "model.num_classes", "model.g_condition", "model.d_condition")
+                "model.num_classes", "model.g_condition", "model.d_condition",
+                "model.d_minibatch_std", "augment")
 
 
 def defines_the_run(key: str, old: Any, new: Any) -> bool:
@@ -204,6 +220,15 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         if config.r1_gamma:
             raise ConfigError("config.r1_gamma > 0 needs a D without BatchNorm (the R1 penalty is per "
                               "image): set config.model.d_norm to 'none' or 'spectral'")
+    group = config.model.d_minibatch_std
+    if group:
+        if config.loss == "wgan_gp" or config.r1_gamma:
+            raise ConfigError("the gradient penalties (wgan_gp, r1_gamma) are per image, and "
+                              "config.model.d_minibatch_std makes each logit depend on its group: "
+                              "set one of them off")
+        if config.batch_size % group:
+            raise ConfigError(f"config.model.d_minibatch_std={group} does not divide "
+                              f"config.batch_size={config.batch_size} into whole groups")
     if config.ema_start and not config.ema_decay:
         raise ConfigError(f"config.ema_start={config.ema_start} has no effect without an EMA: set "
                           f"config.ema_decay > 0, or ema_start to 0")

@@ -160,6 +160,26 @@ class Generator(nn.Module):
         return jnp.tanh(x.astype(jnp.float32))
 
 
+def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:
+    """x (batch, h, w, c) with one more channel: the minibatch standard deviation (Karras et al. 2018,
+    "Progressive Growing of GANs"), a diversity signal for D.
+
+    The batch is cut into consecutive groups of `group_size` images; each group's standard deviation
+    of every feature over its images, averaged over the features, fills the new channel of its images.
+    A batch of near-copies (a collapsing G) gets a small value, which D can learn to spot. Consecutive
+    groups make the feature the same on N devices as on one, as long as each device's share of the
+    batch is a whole number of groups (checked with the devices). A batch that is no whole number of
+    groups (the one image of `init`, an odd count in inference) takes the largest group size that
+    divides it.
+    """
+    batch, height, width, channels = x.shape
+    group_size = math.gcd(batch, group_size)
+    groups = x.reshape(batch // group_size, group_size, height, width, channels).astype(jnp.float32)
+    std = jnp.sqrt(groups.var(axis=1) + 1e-8).mean(axis=(1, 2, 3))  # (groups,)
+    feature = jnp.broadcast_to(jnp.repeat(std, group_size)[:, None, None, None], (batch, height, width, 1))
+    return jnp.concatenate([x, feature.astype(x.dtype)], axis=-1)
+
+
 class Discriminator(nn.Module):
     """images (batch, 28, 28, 1) in [-1, 1] [and class labels (batch,)] -> logits (batch,).
 
@@ -182,6 +202,7 @@ class Discriminator(nn.Module):
     dtype: Any = jnp.float32
     num_classes: int = 0
     condition: str = "projection"
+    minibatch_std: int = 0  # group size of the minibatch standard deviation feature (0: none)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None):
@@ -204,6 +225,8 @@ class Discriminator(nn.Module):
             x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
                              scale_init=batch_norm_scale_init(self.init_scheme), **BATCH_NORM)(x)
         x = nn.leaky_relu(x, 0.2)
+        if self.minibatch_std:
+            x = minibatch_stddev(x, self.minibatch_std)
         features = x.reshape(x.shape[0], -1)
         inits = layer_initializers(self.init_scheme, fan_in=features.shape[-1])
         logits = layer(nn.Dense(1, dtype=self.dtype, **inits), features)[:, 0]

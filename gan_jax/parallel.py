@@ -121,7 +121,7 @@ class DataParallel:
       gan: models and optimizers, with BatchNorm averaging over the device axis when there is one.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, total_steps: int = 0):
         num_local = config.num_devices or jax.local_device_count()
         if num_local > jax.local_device_count():
             raise ConfigError(f"config.num_devices={num_local} but this process has only "
@@ -133,7 +133,12 @@ class DataParallel:
             raise ConfigError(f"config.batch_size={config.batch_size} does not divide evenly over "
                               f"{self.num_devices} devices")
         self.mode = "jit" if self.num_devices == 1 else config.parallel
-        self.gan = GAN.from_config(config, axis_name=None if self.mode == "jit" else AXIS)
+        group = config.model.d_minibatch_std
+        if group and (config.batch_size // self.num_devices) % group:
+            raise ConfigError(f"config.model.d_minibatch_std={group} does not divide each device's "
+                              f"{config.batch_size // self.num_devices} images into whole groups")
+        self.gan = GAN.from_config(config, axis_name=None if self.mode == "jit" else AXIS,
+                                   total_steps=total_steps)
         self._mesh = Mesh(np.array(self.devices), (AXIS,))
         self._local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
         # K steps per call run as a rolled loop: as fast as unrolled and quicker to compile, except
@@ -270,7 +275,8 @@ class SweepParallel:
       gan: models and settings (no device axis: every run is on one device).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, num_runs: int, form: str = "auto"):
+    def __init__(self, config: ml_collections.ConfigDict, num_runs: int, form: str = "auto",
+                 total_steps: int = 0):
         num_local = config.num_devices or jax.local_device_count()
         if jax.process_count() > 1:
             raise ConfigError("a sweep runs in one process; spread its runs over that process's devices")
@@ -284,7 +290,7 @@ class SweepParallel:
         self.form = sweep_form(form)
         if self.form not in SWEEP_FORMS[1:]:
             raise ConfigError(f"unknown sweep form {form!r}; expected one of {SWEEP_FORMS}")
-        self.gan = GAN.from_config(config)
+        self.gan = GAN.from_config(config, total_steps=total_steps)
         self.unroll = config.model.conv_transpose == "xla" and jax.default_backend() == "cpu"
         self._mesh = Mesh(np.array(self.devices), (RUNS_AXIS,))
         self._compiled: dict[int, Callable] = {}

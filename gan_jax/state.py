@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from gan_jax import augment
 from gan_jax.idx import IMAGE_SHAPE
 from gan_jax.models import Discriminator, Generator
 
@@ -91,13 +92,15 @@ class Hyperparams:
         return cls(**{name: int(config[name]) if name == "ema_start" else float(config[name])
                       for name in HYPERPARAMETERS})
 
-    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-        """Adam for G and for D with these learning rates and betas."""
-        return (optax.adam(self.g_lr, b1=self.b1, b2=self.b2),
-                optax.adam(self.d_lr, b1=self.b1, b2=self.b2))
+    def optimizers(self, lr_scale: Any = 1.0) -> tuple[optax.GradientTransformation,
+                                                         optax.GradientTransformation]:
+        """Adam for G and for D with these learning rates (times `lr_scale`, see `lr_scale`) and betas."""
+        return (optax.adam(self.g_lr * lr_scale, b1=self.b1, b2=self.b2),
+                optax.adam(self.d_lr * lr_scale, b1=self.b1, b2=self.b2))
 
 
 HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(Hyperparams))
+LR_DECAYS = ("none", "linear", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +122,25 @@ class GAN:
     ema: bool  # the state keeps a moving average of G (config.ema_decay > 0)
     num_classes: int  # 0: unconditional; else G and D take class labels
     hyperparams: Hyperparams
+    augment: tuple[str, ...] = ()  # DiffAugment's transformations before D (gan_jax.augment)
+    lr_decay: str = "none"  # one of LR_DECAYS: how the learning rates fall over decay_steps
+    decay_steps: int = 0  # the run's length, over which lr_decay takes the rates to 0
+
+    def lr_scale(self, step: jax.Array) -> Any:
+        """The learning rates' factor at `step`: 1 throughout without decay, else falling from 1 at
+        step 0 to 0 at `decay_steps` (linearly, or along half a cosine)."""
+        if self.lr_decay == "none":
+            return 1.0
+        progress = jnp.clip(step.astype(jnp.float32) / max(self.decay_steps, 1), 0.0, 1.0)
+        if self.lr_decay == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None) -> "GAN":
-        """Builds models and settings; `axis_name` names the device axis BatchNorm averages over."""
+    def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None,
+                    total_steps: int = 0) -> "GAN":
+        """Builds models and settings; `axis_name` names the device axis BatchNorm averages over,
+        `total_steps` the run's length (what config.lr_decay decays over; training only)."""
         model = config.model
         # Parameters and optimizer states stay float32; compute_dtype is what layers compute in.
         dtype = jnp.dtype(model.compute_dtype)
@@ -133,7 +151,8 @@ class GAN:
                                 condition=model.g_condition),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
                                         norm=model.d_norm, axis_name=axis_name, dtype=dtype,
-                                        num_classes=model.num_classes, condition=model.d_condition),
+                                        num_classes=model.num_classes, condition=model.d_condition,
+                                        minibatch_std=model.d_minibatch_std),
             latent_dim=config.latent_dim,
             batch_size=config.batch_size,
             loss=config.loss,
@@ -143,6 +162,9 @@ class GAN:
             ema=bool(config.ema_decay),
             num_classes=model.num_classes,
             hyperparams=Hyperparams.from_config(config),
+            augment=augment.parse_policy(config.augment),
+            lr_decay=config.lr_decay,
+            decay_steps=total_steps,
         )
 
 

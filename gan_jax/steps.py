@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gan_jax import input_pipeline, losses
+from gan_jax import augment, input_pipeline, losses
 from gan_jax.state import GAN, Hyperparams, NetworkState, TrainState
 
 Metrics = dict[str, jax.Array]
@@ -75,6 +75,15 @@ def _discriminate(gan: GAN, variables: dict[str, Any], images: jax.Array,
     return (*split_output(output), {**variables, "batch_stats": updates.get("batch_stats", {})})
 
 
+def _augment(gan: GAN, images: jax.Array, key: jax.Array, axis_name: str | None) -> jax.Array:
+    """What D sees of `images`: them through DiffAugment's policy (config.augment), drawn for the
+    global batch from `key`; the images themselves without a policy."""
+    if not gan.augment:
+        return images
+    return augment.augment(images, key, gan.augment, gan.batch_size,
+                           lambda draws: _local_slice(draws, axis_name))
+
+
 def sample_labels(gan: GAN, key: jax.Array, axis_name: str | None = None) -> jax.Array | None:
     """This device's slice of the global batch of labels G is asked for, uniform over the classes;
     None for an unconditional GAN. Drawn from fold_in(key, 2): the noise takes the key itself."""
@@ -113,11 +122,15 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
     fake, _ = gan.generator.apply(generator.variables(), sample_noise(gan, key, axis_name),
                                   train=True, labels=fake_labels, mutable=["batch_stats"])
 
+    # DiffAugment: real and fake through the same policy, each image its own draw (keys 3 and 4).
+    seen_real = _augment(gan, real, jax.random.fold_in(key, 3), axis_name)
+    seen_fake = _augment(gan, fake, jax.random.fold_in(key, 4), axis_name)
+
     def loss_fn(params):
         variables = {"params": params, "batch_stats": discriminator.batch_stats}
         # Real and fake go through D separately, as in the tutorial: each gets its own batch statistics.
-        real_logits, real_classes, variables = _discriminate(gan, variables, real, real_labels)
-        fake_logits, fake_classes, variables = _discriminate(gan, variables, fake, fake_labels)
+        real_logits, real_classes, variables = _discriminate(gan, variables, seen_real, real_labels)
+        fake_logits, fake_classes, variables = _discriminate(gan, variables, seen_fake, fake_labels)
         loss = losses.discriminator_loss(gan.loss, real_logits, fake_logits)
         penalties = {}
         if real_classes is not None:
@@ -126,25 +139,27 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
             loss = loss + hp.ac_weight * penalties["d_ac"]
         # The penalties' D is the one just trained on, in inference mode (the config refuses them
         # with BatchNorm, so this changes only that spectral norm's vectors are not updated again),
-        # with the real images' labels (also for WGAN-GP's interpolates, as PyTorch-StudioGAN does).
+        # with the real images' labels (also for WGAN-GP's interpolates, as PyTorch-StudioGAN does),
+        # on the images as D sees them (augmented, as DiffAugment's R1 is).
         def critic(images):
             return split_output(gan.discriminator.apply(variables, images, train=False,
                                                         labels=real_labels))[0]
         if gan.loss == "wgan_gp":
             # One interpolation weight per image of the global batch, sliced like the noise.
             weights = jax.random.uniform(jax.random.fold_in(key, 1), (gan.batch_size,))
-            penalties["d_gp"] = losses.gradient_penalty(critic, real, fake,
+            penalties["d_gp"] = losses.gradient_penalty(critic, seen_real, seen_fake,
                                                         _local_slice(weights, axis_name))
             loss = loss + hp.gp_weight * penalties["d_gp"]
         if gan.r1:
-            penalties["d_r1"] = losses.r1_penalty(critic, real)
+            penalties["d_r1"] = losses.r1_penalty(critic, seen_real)
             loss = loss + hp.r1_gamma / 2 * penalties["d_r1"]
         return loss, (variables["batch_stats"], real_logits, fake_logits, penalties)
 
     (loss, (batch_stats, real_logits, fake_logits, penalties)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(discriminator.params)
     grads = _mean_over_devices(grads, axis_name)
-    discriminator = _apply_gradients(discriminator, hp.optimizers()[1], grads, batch_stats)
+    discriminator = _apply_gradients(discriminator, hp.optimizers(gan.lr_scale(state.step))[1], grads,
+                                     batch_stats)
     metrics = {
         "d_loss": loss,
         "d_real": losses.discriminator_output(gan.loss, real_logits).mean(),
@@ -180,7 +195,8 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
         variables = {"params": params, "batch_stats": generator.batch_stats}
         fake, updates = gan.generator.apply(variables, noise, train=True, labels=labels,
                                             mutable=["batch_stats"])
-        fake_logits, fake_classes, _ = _discriminate(gan, discriminator.variables(), fake, labels)
+        seen_fake = _augment(gan, fake, jax.random.fold_in(key, 4), axis_name)
+        fake_logits, fake_classes, _ = _discriminate(gan, discriminator.variables(), seen_fake, labels)
         loss = losses.generator_loss(gan.loss, fake_logits)
         terms = {}
         if fake_classes is not None:
@@ -192,7 +208,8 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GAN,
 
     (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(generator.params)
     grads = _mean_over_devices(grads, axis_name)
-    generator = _apply_gradients(generator, hp.optimizers()[0], grads, batch_stats)
+    generator = _apply_gradients(generator, hp.optimizers(gan.lr_scale(state.step))[0], grads,
+                                 batch_stats)
     return state.replace(generator=generator), _mean_over_devices({"g_loss": loss, **terms}, axis_name)
 
 

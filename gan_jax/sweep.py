@@ -173,7 +173,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int],
     config_lib.validate(config)
     runs = plan(config, seeds, vary)
     cli.request_deterministic_xla(config.deterministic)
-    sweep_parallel = parallel.SweepParallel(config, len(runs), form)
+    parallel.SweepParallel(config, len(runs), form)  # the devices fit (before any folder is made)
     workdir = workdir_lib.prepare(workdir, folders=())
     lock = workdir_lib.Lock(workdir).acquire()
     folders = None
@@ -187,6 +187,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int],
         images, labels = split.images, split.labels if config.model.num_classes else None
         steps_per_epoch = config_lib.steps_per_epoch(config, len(images))
         total_steps = config_lib.total_steps(config, len(images))
+        sweep_parallel = parallel.SweepParallel(config, len(runs), form, total_steps)
         host_states, extras = folders.restore(sweep_parallel.gan)
         start = int(host_states[0].step)
         for directory, run, change in zip(folders.dirs, runs, changes):

@@ -44,7 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
     """
     config_lib.validate(config)
     cli.request_deterministic_xla(config.deterministic)
-    data_parallel = parallel.DataParallel(config)
+    parallel.DataParallel(config)  # the devices fit the config (before any folder is made)
     workdir = workdir_lib.prepare(workdir)
     is_first = jax.process_index() == 0
     # One training process per workdir (process 0 stands for a distributed run), from here to the end.
@@ -61,6 +61,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> HostS
         steps_per_epoch = config_lib.steps_per_epoch(config, num_examples)
         total_steps = config_lib.total_steps(config, num_examples)
 
+        data_parallel = parallel.DataParallel(config, total_steps)
         gan = data_parallel.gan
         restored = checkpointer.restore_newest(abstract_host_state(abstract_train_state(gan)),
                                                set_aside=True)
