@@ -4,8 +4,8 @@
         [--steps_per_call 1,10,50] [--repeats 5] [--loop auto|unrolled|rolled] [--epoch] [--json FILE]
     python -m gan_jax.bench --config experiments/mnist.py --runs 1,4,8 [--sweep_form auto] ...
 
-It builds the step the trainer runs (`parallel.DataParallel` from the config: same models, optimizer,
-on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random images unless
+It builds the step the trainer runs (`training.parallel.ParallelStep` from the config: same networks,
+optimizer, on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random images unless
 --real_data), compiles it ahead of time (compile time reported apart), runs one untimed warm-up call,
 then times `--repeats` runs of `--steps` steps, each ending in `block_until_ready`, and reports the
 median and the spread. Achieved GFLOP/s is measured against the analytic FLOP count of one step, and
@@ -25,6 +25,7 @@ as a multiple of the run alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -34,14 +35,20 @@ import tempfile
 import time
 from typing import Any
 
+from absl import flags
 import jax
 import ml_collections
 import numpy as np
 
-from gan_jax import cli, flops, idx, input_pipeline, parallel, steps
+from gan_jax import cli
 from gan_jax import config as config_lib
+from gan_jax.data import idx, sources
 from gan_jax.errors import UserError
-from gan_jax.state import create_train_state
+from gan_jax.model import flops
+from gan_jax.training import devices, steps
+from gan_jax.training.parallel import SWEEP_FORMS, Layout, ParallelStep
+from gan_jax.training.spec import GANSpec, hyperparams
+from gan_jax.training.state import create_train_state
 
 NUM_TRAIN_IMAGES = 60000
 
@@ -58,21 +65,23 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
               loop: str) -> dict[str, Any]:
     """Times the configured train step; config.batch_size and config.steps_per_call are set."""
     k = config.steps_per_call
-    data_parallel = parallel.DataParallel(config)
+    layout = Layout.for_config(config)
     if loop != "auto":
-        data_parallel.unroll = loop == "unrolled"
+        layout = dataclasses.replace(layout, unroll=loop == "unrolled")
     config_lib.steps_per_epoch(config, len(images))  # checks steps_per_call fits an epoch
-    state = create_train_state(data_parallel.gan, config.seed)
+    spec = GANSpec.from_config(config, axis_name=layout.batch_axis)
+    parallel = ParallelStep(layout, spec, [hyperparams(config)])
+    state = create_train_state(spec, config.seed)
     orders = steps.data_orders(state.key, 0, len(images))
-    state = data_parallel.put_state(parallel.to_host(state))
+    states = parallel.put_states([devices.to_host(state)])
     # Timed runs may pass the first two epochs: they then reuse their orders, which costs the same.
-    data = data_parallel.put_data(input_pipeline.TrainData(images, orders, _labels(config, images)))
+    data = parallel.with_orders(parallel.put_data(images, _labels(config, images)), [orders])
     start = time.perf_counter()
-    step = data_parallel.train_steps(k).lower(state, data).compile()
+    step, _ = parallel.compile_ahead(k, states, data)
     compile_s = time.perf_counter() - start
     calls = max(1, -(-num_steps // k))
-    rates, metrics = _time_calls(lambda state: step(state, data), state, calls, repeats)
-    if not all(np.isfinite(m["d_loss"]) for m in data_parallel.get_metrics(metrics)):
+    rates, metrics = _time_calls(lambda states: step(states, data), states, calls, repeats)
+    if not all(np.isfinite(m["d_loss"]) for m in parallel.get_metrics(metrics)[0]):
         raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
     rates = [rate * k for rate in rates]
     steps_per_s = statistics.median(rates)
@@ -81,13 +90,13 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     return {
         "device_kind": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
-        "device_count": data_parallel.num_devices,
+        "device_count": layout.num_devices,
         "jax_version": jax.__version__,
         "batch_size": config.batch_size,
         "steps_per_call": k,
-        "loop": "single" if k == 1 else ("unrolled" if data_parallel.unroll else "rolled"),
+        "loop": "single" if k == 1 else ("unrolled" if layout.unroll else "rolled"),
         "conv_transpose": config.model.conv_transpose,
-        "xla_options": parallel.compiler_options(),
+        "xla_options": devices.compiler_options(),
         "cpu_async_dispatch": bool(jax.config.read("jax_cpu_enable_async_dispatch")),
         "compute_dtype": config.model.compute_dtype,
         "compile_s": compile_s,
@@ -169,36 +178,30 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
       {"runs", "sweep_form", "compile_s", "steps_per_s" (of the program: each step advances every
       run), "run_steps_per_s" (runs x steps/s), min and max of the latter, "batch_size", ...}.
     """
-    from gan_jax import parallel as parallel_lib
-    sweep = parallel_lib.SweepParallel(config, num_runs, form)
-    configs = []
-    for seed in range(num_runs):
-        run_config = config.copy_and_resolve_references()
-        with run_config.unlocked():
-            run_config.seed = seed
-        configs.append(run_config)
-    host_states = [parallel_lib.to_host(create_train_state(sweep.gan, seed)) for seed in range(num_runs)]
-    states = sweep.put_states(host_states)
-    data = sweep.put_data(images, [steps.data_orders(jax.random.wrap_key_data(s.key), 0, len(images))
-                                   for s in host_states], _labels(config, images))
-    hps = sweep.put_hyperparams(parallel_lib.sweep_hyperparams(configs))
+    layout = Layout.for_config(config, num_runs, form)
+    spec = GANSpec.from_config(config, axis_name=layout.batch_axis)
+    parallel = ParallelStep(layout, spec, [hyperparams(config)] * num_runs)
+    host_states = [devices.to_host(create_train_state(spec, seed)) for seed in range(num_runs)]
+    states = parallel.put_states(host_states)
+    orders = [steps.data_orders(jax.random.wrap_key_data(s.key), 0, len(images)) for s in host_states]
+    data = parallel.with_orders(parallel.put_data(images, _labels(config, images)), orders)
     start = time.perf_counter()
-    step = sweep.train_steps(1).lower(states, data, hps).compile()
+    step, _ = parallel.compile_ahead(1, states, data)
     compile_s = time.perf_counter() - start
-    rates, metrics = _time_calls(lambda states: step(states, data, hps), states, num_steps, repeats)
-    if not all(np.isfinite(m["d_loss"]) for run in sweep.get_metrics(metrics) for m in run):
+    rates, metrics = _time_calls(lambda states: step(states, data), states, num_steps, repeats)
+    if not all(np.isfinite(m["d_loss"]) for run in parallel.get_metrics(metrics) for m in run):
         raise UserError(f"the loss became non-finite while benchmarking {num_runs} runs")
     steps_per_s = statistics.median(rates)
     return {"device_kind": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-            "device_count": sweep.num_devices, "jax_version": jax.__version__,
-            "batch_size": config.batch_size, "runs": num_runs, "sweep_form": sweep.form,
+            "device_count": layout.num_devices, "jax_version": jax.__version__,
+            "batch_size": config.batch_size, "runs": num_runs, "sweep_form": layout.form,
             "compile_s": compile_s, "steps_per_s": steps_per_s,
             "run_steps_per_s": num_runs * steps_per_s, "run_steps_per_s_min": num_runs * min(rates),
             "run_steps_per_s_max": num_runs * max(rates), "timed_steps": num_steps,
             "repeats": repeats}
 
 
-def run_sweeps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
+def bench_sweeps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
                runs: list[int], num_steps: int, repeats: int, form: str,
                json_path: str | None) -> list[dict]:
     """`--runs`: per batch size, one run alone (the trainer's step) and sweeps of each run count."""
@@ -233,12 +236,12 @@ def run_sweeps(config: ml_collections.ConfigDict, images: np.ndarray, batch_size
 def bench_images(config: ml_collections.ConfigDict, real_data: bool) -> np.ndarray:
     """The config's training split, or random images of its shape (timing ignores pixel values)."""
     if real_data:
-        return input_pipeline.load_split(config.data, "train").images
+        return sources.load_split(config.data, "train").images
     return np.asarray(jax.random.randint(jax.random.key(0), (NUM_TRAIN_IMAGES, 28, 28, 1), 0, 256),
                       np.uint8)
 
 
-def run(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
+def bench_steps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
         steps_per_call: list[int], num_steps: int, repeats: int, loop: str, json_path: str | None,
         epoch: bool = False) -> list[dict]:
     per_image = flops.train_step_flops_per_image(config)
@@ -246,7 +249,7 @@ def run(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
           f"jax {jax.__version__}; one step = {per_image / 1e9:.4f} GFLOP per image (analytic); "
           f"float32 matmul {matmul:.0f} GFLOP/s measured")
-    options = parallel.compiler_options()
+    options = devices.compiler_options()
     print("XLA options of the step: " + (" ".join(f"{k}={v}" for k, v in options.items()) or "defaults"))
     if jax.default_backend() == "cpu" and max(steps_per_call) > 1:
         print("steps_per_call > 1: a rolled loop unless model.conv_transpose=xla (XLA:CPU canonicalizes "
@@ -301,30 +304,27 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def main(argv):
+def main(argv) -> int:
     del argv
-    flags = _FLAGS
-    if flags.tune_cpu_runtime:  # before the first computation starts JAX's backend
+    values = flags.FLAGS
+    cli.setup_logging()
+    if values.tune_cpu_runtime:  # before the first computation starts JAX's backend
         cli.tune_cpu_runtime()
-    try:
-        images = bench_images(flags.config, flags.real_data)
-        if flags.runs:
-            run_sweeps(flags.config, images, _int_list(flags.batch_sizes), _int_list(flags.runs),
-                       flags.steps, flags.repeats, flags.sweep_form, flags.json)
+
+    def body() -> None:
+        images = bench_images(values.config, values.real_data)
+        if values.runs:
+            bench_sweeps(values.config, images, _int_list(values.batch_sizes), _int_list(values.runs),
+                         values.steps, values.repeats, values.sweep_form, values.json)
         else:
-            run(flags.config, images, _int_list(flags.batch_sizes), _int_list(flags.steps_per_call),
-                flags.steps, flags.repeats, flags.loop, flags.json, flags.epoch)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+            bench_steps(values.config, images, _int_list(values.batch_sizes),
+                        _int_list(values.steps_per_call), values.steps, values.repeats, values.loop,
+                        values.json, values.epoch)
+    return cli.run(body)
 
 
-def _define_flags():
-    from absl import flags
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/mnist.py.",
-                                    lock_config=True)
+def _define_flags() -> None:
+    cli.define_config_flag()
     flags.DEFINE_string("batch_sizes", "64,256", "Comma-separated global batch sizes.")
     flags.DEFINE_string("steps_per_call", "1", "Comma-separated training steps per compiled call.")
     flags.DEFINE_integer("steps", 100, "Timed steps per repeat (rounded up to whole calls).")
@@ -334,8 +334,8 @@ def _define_flags():
     flags.DEFINE_bool("real_data", False, "Load the config's dataset instead of random images.")
     flags.DEFINE_string("runs", None, "Comma-separated run counts: time a sweep's program of that "
                         "many runs (run-steps/s) next to one run alone, instead of the table above.")
-    flags.DEFINE_enum("sweep_form", "auto", ["auto", "vmap", "unrolled", "map"],
-                      "With --runs: how the runs share the program (see gan_jax.parallel).")
+    flags.DEFINE_enum("sweep_form", "auto", list(SWEEP_FORMS),
+                      "With --runs: how the runs share the program (see gan_jax.training.parallel).")
     flags.DEFINE_bool("epoch", False, "Also run one epoch of the real training loop at the first "
                       "batch size and report its peak resident memory.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
@@ -343,12 +343,12 @@ def _define_flags():
                       "Tune the CPU runtime as gan_jax.train does (synchronous dispatch, glibc "
                       "keeping freed memory); --notune_cpu_runtime for JAX's defaults.")
     flags.mark_flags_as_required(["config"])
-    return flags.FLAGS
+
+
+def run_from_command_line() -> None:
+    """`python -m gan_jax.bench` and the console script `gan-jax-bench`."""
+    cli.start(main, _define_flags)
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _FLAGS = _define_flags()
-    cli.setup_logging()
-    app.run(main, flags_parser=cli.parse_flags)
+    run_from_command_line()

@@ -1,8 +1,9 @@
-"""What every command-line entry point shares: flag parsing, one-line errors, quiet logs, determinism,
-and the CPU runtime's tuning.
+"""What every command-line entry point shares: flag parsing, one-line errors, quiet logs, the flags of
+a distributed run, the CPU runtime's tuning, and how a training command ends (its summary line, or
+the command that resumes it).
 
 Bad input ends a command with one `error: ...` line: exit 2 for a bad command line (flags, config
-file, config override), exit 1 for bad data, workdirs or checkpoints (`UserError`).
+file, config override), exit 1 for bad data, workdirs or checkpoints (`UserError`, see `run`).
 """
 
 from __future__ import annotations
@@ -11,23 +12,12 @@ import ast
 import ctypes
 import logging
 import os
+import shlex
 import sys
+from typing import Callable
 
-from gan_jax.logging_utils import logger
-
-DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
-
-
-def request_deterministic_xla(enabled: bool = True) -> None:
-    """Asks XLA for deterministic GPU kernels (scatter, reductions).
-
-    XLA reads its flags when the backend starts, so this must run before the first computation; CPU
-    results are deterministic already and ignore the flag.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if enabled and DETERMINISTIC_XLA_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
-
+from gan_jax.errors import UserError
+from gan_jax.log import logger
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -127,3 +117,108 @@ def setup_logging() -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def run(body: Callable[[], int | None]) -> int:
+    """Calls a command's `body`; a `UserError` becomes one `error: ...` line on stderr and exit 1.
+
+    With several processes, a `JaxRuntimeError` is how a lost peer shows up in the collectives: also
+    one line and exit 1. With one process it is a bug, or the device failing: it keeps its traceback.
+    """
+    try:
+        return body() or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001  (only JAX's runtime errors of a distributed run are ours)
+        import jax
+        if not isinstance(e, jax.errors.JaxRuntimeError) or jax.process_count() == 1:
+            raise
+        print(f"error: lost contact with another process of the distributed run: {one_line(e)[:300]}",
+              file=sys.stderr)
+        return 1
+
+
+def resume_command(module: str, argv: list[str], workdir: str) -> str:
+    """The shell command that resumes an interrupted `python -m MODULE ARGV...` in `workdir`: the same
+    arguments, quoted for the shell, with `--workdir` (given as `--workdir DIR` or `--workdir=DIR`,
+    or not at all) set to the absolute folder."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--workdir", "-workdir"):
+            skip = True  # its value is the next argument
+        elif not arg.startswith(("--workdir=", "-workdir=")):
+            kept.append(arg)
+    return shlex.join(["python", "-m", module, *kept, f"--workdir={os.path.abspath(workdir)}"])
+
+
+def training_command(module: str, workdir: str, train: Callable[[], "object"]) -> int:
+    """Runs a training command's `train()` (which returns a `loop.TrainingResult`) and ends it with
+    one line: what was trained and where, or, when interrupted, the command that resumes it."""
+    from gan_jax.training.control import Interrupted
+
+    def body() -> None:
+        try:
+            result = train()
+        except Interrupted as e:
+            print(f"{e}. Resume with: {resume_command(module, sys.argv[1:], workdir)}", file=sys.stderr)
+            return
+        runs = f"{len(result.states)} runs" if len(result.states) > 1 else "the run"
+        if result.start_step >= result.total_steps:
+            print(f"nothing trained: {runs} already at step {result.start_step}, and the config asks "
+                  f"for {result.total_steps}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
+        else:
+            print(f"trained {runs} from step {result.start_step} to {result.total_steps}; outputs in "
+                  f"{os.path.abspath(workdir)}", file=sys.stderr)
+    return run(body)
+
+
+def define_distributed_flags() -> None:
+    """The flags that join a multi-process run (`join_distributed`); see README, several hosts."""
+    from absl import flags
+    flags.DEFINE_bool("distributed", False, "Join a multi-process run that JAX detects from the "
+                      "cluster (SLURM, TPU pod, Open MPI); implied by --coordinator.")
+    flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0's coordination service.")
+    flags.DEFINE_integer("num_processes", None, "How many processes take part.")
+    flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+    flags.DEFINE_string("coordinator_bind_address", None, "Address process 0's coordination "
+                        "service listens on, e.g. 127.0.0.1:PORT to stay on loopback.")
+    flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for the other processes, at "
+                         "start and when one stops answering, before failing.")
+
+
+def join_distributed(values) -> None:
+    """Joins the multi-process run the flags of `define_distributed_flags` describe, if any."""
+    if values.distributed or values.coordinator:
+        from gan_jax.training import devices
+        devices.initialize_distributed(values.coordinator, values.num_processes, values.process_id,
+                                       values.coordinator_bind_address, values.distributed_timeout)
+
+
+def define_config_flag() -> None:
+    """--config FILE[:variant], an ml_collections config file with --config.KEY=VALUE overrides."""
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/mnist.py[:variant].",
+                                    lock_config=True)
+
+
+def start(main: Callable[[list[str]], int], define_flags: Callable[[], None], *,
+          tune_cpu: bool = False, deterministic: bool = False) -> None:
+    """Runs a command: its flags defined and parsed (bad ones: one line, exit 2), then `main`.
+
+    Args:
+      main: `main(argv) -> exit status`, reading absl's FLAGS.
+      define_flags: defines the command's flags.
+      tune_cpu: tune the CPU runtime first (`tune_cpu_runtime`; training and benchmarks).
+      deterministic: ask XLA for deterministic GPU kernels (commands whose results are compared).
+    """
+    from absl import app
+    if tune_cpu:
+        tune_cpu_runtime()
+    if deterministic:
+        from gan_jax.training import devices
+        devices.request_deterministic_xla()
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -1,152 +1,247 @@
-"""The config contract: every key a run reads, its type and its allowed values, checked before compiling.
+"""The config contract, in one table: every key a run reads, with its default, type, allowed values,
+meaning, whether it defines the run and whether a sweep may vary it.
 
-Config files (experiments/*.py) hold the values; this module only says what is valid, so a typo in a
-key or a bad value fails in one line before any data is read or any function is compiled.
+`defaults()` is the tutorial's setup (experiments/mnist.py returns it); `validate` checks a config
+against the table before any data is read or any function is compiled, so a typo in a key or a bad
+value fails in one line. The README's config table is `markdown_table()` (a test keeps them equal:
+`python -m gan_jax.config` prints it). This module imports no JAX: the allowed values of the choices
+are declared here, and the modules that implement them (losses, networks, data sources) take them
+from here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 from typing import Any, Callable
 
 import ml_collections
 
-from gan_jax import augment, conv_transpose, parallel
 from gan_jax.errors import ConfigError
-from gan_jax.input_pipeline import DATASETS, SOURCES
-from gan_jax.losses import LOSSES
-from gan_jax.models import D_CONDITIONS, D_NORMS, G_CONDITIONS
-from gan_jax.state import LR_DECAYS
 
+# The allowed values of each choice.
+SOURCES = ("tfds", "idx")
+DATASETS = ("mnist", "fashion_mnist")
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}  # what a conditional run's num_classes must be
 INIT_SCHEMES = ("pytorch", "dcgan")
+CONV_TRANSPOSE = ("fast", "xla")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+D_NORMS = ("batch", "spectral", "none")
+G_CONDITIONS = ("concat", "cbn")
+D_CONDITIONS = ("projection", "concat", "acgan")
+LOSSES = ("ns", "hinge", "ls", "wgan_gp")
+LR_DECAYS = ("none", "linear", "cosine")
+AUGMENTATIONS = ("color", "translation", "cutout")
+PARALLEL_MODES = ("pmap", "shard_map")
 
 
-def _positive(value) -> bool:
-    return value > 0
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One config key.
+
+    Attributes:
+      name: dotted for nested fields ("model.g_width").
+      default: the tutorial's value; its type is the key's type (a float key also takes an int).
+      meaning: what it does, one line (the README's table shows it).
+      allowed: what values pass, in words; `check` tests them.
+      check: value -> bool.
+      defines_run: resuming with another value would continue as neither the old run nor a new one,
+        so `gan_jax.training.workdir.check_resume` refuses it. Every other key (learning rates,
+        weights, cadences, lengths, devices, where the data is read from) may change between starts.
+      sweepable: a number the train step reads without its program changing, so one sweep's runs may
+        differ in it (`--vary`).
+      switch: "" or how 0 acts: "term" (0 leaves a term out of the program, so a sweep's values are
+        all 0 or all non-zero), "state" (likewise, and it adds to the state, so a resume may not turn
+        it on or off).
+      absent_means: for keys added after gan_jax 0.1.0, the value that reproduces what runs did
+        before them; a config.json of an older run lacks the key and gets this value.
+    """
+
+    name: str
+    default: Any
+    meaning: str
+    allowed: str = ""
+    check: Callable[[Any], bool] = lambda value: True
+    defines_run: bool = False
+    sweepable: bool = False
+    switch: str = ""
+    absent_means: Any = None  # None: a key of gan_jax 0.1.0, in every run's config.json
+
+    @property
+    def kind(self) -> type | tuple[type, ...]:
+        return (int, float) if isinstance(self.default, float) else type(self.default)
 
 
-def _non_negative(value) -> bool:
-    return value >= 0
+def _positive(v) -> bool:
+    return v > 0
 
 
-def _unit_interval(value) -> bool:
-    return 0 <= value < 1
+def _non_negative(v) -> bool:
+    return v >= 0
 
 
-def _closed_unit_interval(value) -> bool:
-    return 0 <= value <= 1
+def _one_of(choices: tuple[str, ...]) -> dict[str, Any]:
+    return dict(allowed=f"one of {', '.join(choices)}", check=lambda v: v in choices)
 
 
-def _augment_policy(value) -> bool:
+def augment_policy(text: str) -> tuple[str, ...]:
+    """"translation,cutout" -> ("translation", "cutout"): config.augment's names, in AUGMENTATIONS'
+    order (the order they are applied in).
+
+    Raises:
+      ConfigError: an unknown or repeated name.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(AUGMENTATIONS))
+    if unknown or len(set(names)) != len(names):
+        raise ConfigError(f"config.augment={text!r}: expected a comma-separated subset of "
+                          f"{', '.join(AUGMENTATIONS)}, each once")
+    return tuple(name for name in AUGMENTATIONS if name in names)
+
+
+def _augment_check(text: str) -> bool:
     try:
-        augment.parse_policy(value)
-    except ValueError:
+        augment_policy(text)
+    except ConfigError:
         return False
     return True
 
 
-def _one_of(*choices) -> Callable[[Any], bool]:
-    check = lambda value: value in choices  # noqa: E731
-    check.__doc__ = f"one of {choices}"
-    return check
+_POSITIVE = dict(allowed=">= 1", check=_positive)
+_COUNT = dict(allowed=">= 0", check=_non_negative)
+_RATE = dict(allowed="> 0", check=_positive)
+_WEIGHT = dict(allowed=">= 0", check=_non_negative)
+_BETA = dict(allowed="in [0, 1)", check=lambda v: 0 <= v < 1)
+
+KEYS: tuple[Key, ...] = (
+    Key("seed", 0, "the one seed; split once into G init, D init, training, sample noise", **_COUNT,
+        defines_run=True),
+    Key("data.source", "tfds", "`tfds` (tensorflow-datasets) or `idx` (the four IDX files in `data.dir`)",
+        **_one_of(SOURCES)),
+    Key("data.name", "mnist", "the dataset: `mnist` or `fashion_mnist`", **_one_of(DATASETS),
+        defines_run=True),
+    Key("data.dir", "", "`idx`: the folder of the IDX files; `tfds`: its data folder (`\"\"`: tfds's "
+        "default)", allowed="a folder path or ''"),
+    Key("model.g_width", 64, "G's channel widths: latent -> 2w -> w -> 1", **_POSITIVE, defines_run=True),
+    Key("model.d_width", 64, "D's channel widths: 1 -> w -> 2w -> logit", **_POSITIVE, defines_run=True),
+    Key("model.init_scheme", "pytorch", "`pytorch` (the tutorial's layer defaults) or `dcgan` "
+        "(N(0, 0.02))", **_one_of(INIT_SCHEMES), defines_run=True),
+    Key("model.conv_transpose", "fast", "how G's transposed convolutions are computed: `fast` or `xla` "
+        "(same function and parameters)", **_one_of(CONV_TRANSPOSE)),
+    Key("model.compute_dtype", "float32", "`bfloat16` computes layers in bf16; parameters and Adam "
+        "states stay float32", **_one_of(COMPUTE_DTYPES), defines_run=True),
+    Key("model.d_norm", "batch", "D's normalization: `batch` (the tutorial's), `spectral` or `none`",
+        **_one_of(D_NORMS), defines_run=True, absent_means="batch"),
+    Key("model.num_classes", 0, "0: unconditional (the tutorial's); 10: class-conditional",
+        allowed=">= 0 (0: unconditional)", check=_non_negative, defines_run=True, absent_means=0),
+    Key("model.g_condition", "concat", "how a conditional G takes the label: `concat` (an embedding "
+        "joined to z) or `cbn` (class-conditional BatchNorm)", **_one_of(G_CONDITIONS),
+        defines_run=True, absent_means="concat"),
+    Key("model.d_condition", "projection", "how a conditional D takes it: `projection`, `concat` "
+        "(one-hot maps) or `acgan` (a classifier head)", **_one_of(D_CONDITIONS), defines_run=True,
+        absent_means="projection"),
+    Key("model.d_minibatch_std", 0, "D's minibatch standard deviation feature (ProGAN): its group size "
+        "(0: off)", allowed=">= 0 (0: off)", check=_non_negative, defines_run=True, absent_means=0),
+    Key("latent_dim", 100, "size of z", **_POSITIVE, defines_run=True),
+    Key("batch_size", 64, "the global batch", **_POSITIVE, defines_run=True),
+    Key("num_epochs", 20, "epochs to train; an epoch is one pass over the data, its ragged tail "
+        "dropped", **_COUNT),
+    Key("num_steps", 0, "steps to train; > 0 wins over num_epochs", **_COUNT),
+    Key("g_lr", 2e-4, "G's Adam learning rate", **_RATE, sweepable=True),
+    Key("d_lr", 2e-4, "D's Adam learning rate", **_RATE, sweepable=True),
+    Key("b1", 0.5, "Adam's beta1, both networks (the tutorial used 0.9; DCGAN practice 0.5)", **_BETA,
+        sweepable=True),
+    Key("b2", 0.999, "Adam's beta2, both networks", **_BETA, sweepable=True),
+    Key("lr_decay", "none", "how both rates fall over the run: `none`, `linear` or `cosine` (to 0 at "
+        "the last step)", **_one_of(LR_DECAYS), absent_means="none"),
+    Key("cycle_weight", 0.0, "weight of the tutorial's L1(real, fake) term, added to G's loss",
+        **_WEIGHT, sweepable=True, switch="term"),
+    Key("loss", "ns", "the objective: `ns`, `hinge`, `ls`, `wgan_gp` (gan_jax/model/losses.py)",
+        **_one_of(LOSSES), defines_run=True, absent_means="ns"),
+    Key("gp_weight", 10.0, "weight of WGAN-GP's gradient penalty (loss `wgan_gp` only)", **_WEIGHT,
+        sweepable=True, absent_means=10.0),
+    Key("r1_gamma", 0.0, "R1 penalty on D's gradient at real images, (gamma / 2) E||grad D(x)||^2 "
+        "(0: off)", allowed=">= 0 (0: off)", check=_non_negative, sweepable=True, switch="term",
+        absent_means=0.0),
+    Key("d_steps", 1, "D updates per G update, each on its own batch; a step is one G update",
+        **_POSITIVE, defines_run=True, absent_means=1),
+    Key("ema_decay", 0.0, "moving average of G's weights, used for samples and evaluation (0: off)",
+        allowed="in [0, 1] (0: off)", check=lambda v: 0 <= v <= 1, sweepable=True, switch="state",
+        absent_means=0.0),
+    Key("ema_start", 0, "until this step the average copies G", **_COUNT, sweepable=True,
+        absent_means=0),
+    Key("ac_weight", 1.0, "weight of ACGAN's classifier loss (`d_condition` `acgan` only)", **_WEIGHT,
+        sweepable=True, absent_means=1.0),
+    Key("augment", "", "DiffAugment before D, real and fake alike: a comma-separated subset of "
+        "`color`, `translation`, `cutout` (`\"\"`: off)", allowed=f"'' or a comma-separated subset of "
+        f"{', '.join(AUGMENTATIONS)}", check=_augment_check, defines_run=True, absent_means=""),
+    Key("log_every", 200, "cadence of metrics.jsonl records, in steps (the last step always logs)",
+        **_POSITIVE),
+    Key("sample_every", 200, "cadence of sample grids, in steps", **_POSITIVE),
+    Key("checkpoint_every", 1000, "cadence of checkpoints, in steps", **_POSITIVE),
+    Key("keep_checkpoints", 3, "how many checkpoints to keep", **_POSITIVE),
+    Key("eval_every", 0, "log FID, KID and score of 2,000 samples every N steps (0: off)",
+        allowed=">= 0 (0: off)", check=_non_negative),
+    Key("steps_per_call", 1, "training steps per compiled call (cadences must be multiples of it)",
+        **_POSITIVE),
+    Key("parallel", "pmap", "how several devices share a run: `pmap` or `shard_map`",
+        **_one_of(PARALLEL_MODES)),
+    Key("num_devices", 0, "local devices to use (0: all)", allowed=">= 0 (0: every local device)",
+        check=_non_negative),
+    Key("deterministic", True, "ask XLA for deterministic GPU kernels", allowed="true or false"),
+)
+BY_NAME = {key.name: key for key in KEYS}
+# What a sweep may vary: each run's values of these go to its step as arrays (`Hyperparams`).
+SWEEPABLE = tuple(key.name for key in KEYS if key.sweepable)
 
 
-# key -> (type, check, what the check means). Dotted keys are nested ConfigDict fields.
-SCHEMA: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = {
-    "seed": (int, _non_negative, ">= 0"),
-    "data.source": (str, _one_of(*SOURCES), f"one of {SOURCES}"),
-    "data.name": (str, _one_of(*DATASETS), f"one of {DATASETS}"),
-    "data.dir": (str, lambda v: True, "a folder path or ''"),
-    "model.g_width": (int, _positive, ">= 1"),
-    "model.d_width": (int, _positive, ">= 1"),
-    "model.init_scheme": (str, _one_of(*INIT_SCHEMES), f"one of {INIT_SCHEMES}"),
-    "model.conv_transpose": (str, _one_of(*conv_transpose.IMPLEMENTATIONS),
-                             f"one of {conv_transpose.IMPLEMENTATIONS}"),
-    "model.compute_dtype": (str, _one_of(*COMPUTE_DTYPES), f"one of {COMPUTE_DTYPES}"),
-    "model.d_norm": (str, _one_of(*D_NORMS), f"one of {D_NORMS}"),
-    "model.num_classes": (int, _non_negative, ">= 0 (0: unconditional)"),
-    "model.g_condition": (str, _one_of(*G_CONDITIONS), f"one of {G_CONDITIONS}"),
-    "model.d_condition": (str, _one_of(*D_CONDITIONS), f"one of {D_CONDITIONS}"),
-    "model.d_minibatch_std": (int, _non_negative, ">= 0 (0: off; else the group size)"),
-    "latent_dim": (int, _positive, ">= 1"),
-    "batch_size": (int, _positive, ">= 1"),
-    "num_epochs": (int, _non_negative, ">= 0"),
-    "num_steps": (int, _non_negative, ">= 0"),
-    "g_lr": ((int, float), _positive, "> 0"),
-    "d_lr": ((int, float), _positive, "> 0"),
-    "b1": ((int, float), _unit_interval, "in [0, 1)"),
-    "b2": ((int, float), _unit_interval, "in [0, 1)"),
-    "cycle_weight": ((int, float), _non_negative, ">= 0"),
-    "loss": (str, _one_of(*LOSSES), f"one of {LOSSES}"),
-    "gp_weight": ((int, float), _non_negative, ">= 0"),
-    "r1_gamma": ((int, float), _non_negative, ">= 0 (0: off)"),
-    "d_steps": (int, _positive, ">= 1"),
-    "ema_decay": ((int, float), _closed_unit_interval, "in [0, 1] (0: off)"),
-    "ema_start": (int, _non_negative, ">= 0"),
-    "ac_weight": ((int, float), _non_negative, ">= 0"),
-    "augment": (str, _augment_policy, f"'' or a comma-separated subset of {augment.POLICIES}"),
-    "lr_decay": (str, _one_of(*LR_DECAYS), f"one of {LR_DECAYS}"),
-    "log_every": (int, _positive, ">= 1"),
-    "sample_every": (int, _positive, ">= 1"),
-    "checkpoint_every": (int, _positive, ">= 1"),
-    "keep_checkpoints": (int, _positive, ">= 1"),
-    "eval_every": (int, _non_negative, ">= 0 (0: off)"),
-    "steps_per_call": (int, _positive, ">= 1"),
-    "deterministic": (bool, lambda v: True, "true or false"),
-    "parallel": (str, _one_of(*parallel.MODES), f"one of {parallel.MODES}"),
-    "num_devices": (int, _non_negative, ">= 0 (0: every local device)"),
-}
+def defaults() -> ml_collections.ConfigDict:
+    """Every key at its default: the tutorial's setup, batch 64 for 20 epochs with Adam 2e-4."""
+    config = ml_collections.ConfigDict()
+    for key in KEYS:
+        *parents, leaf = key.name.split(".")
+        target = config
+        for parent in parents:
+            if parent not in target:
+                target[parent] = ml_collections.ConfigDict()
+            target = target[parent]
+        target[leaf] = key.default
+    return config
 
 
-# Keys added after gan_jax 0.1.0, with the values that reproduce what runs did before them. A config.json
-# written by an older version lacks them; `with_defaults_for_older_runs` fills them in.
-ADDED_KEYS = {
-    "loss": "ns",
-    "gp_weight": 10.0,
-    "r1_gamma": 0.0,
-    "d_steps": 1,
-    "ema_decay": 0.0,
-    "ema_start": 0,
-    "model.d_norm": "batch",
-    "model.num_classes": 0,
-    "model.g_condition": "concat",
-    "model.d_condition": "projection",
-    "ac_weight": 1.0,
-    "model.d_minibatch_std": 0,
-    "augment": "",
-    "lr_decay": "none",
-}
-# The number of classes of each dataset's labels: what a conditional run's model.num_classes must be.
-DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}
+def markdown_table() -> str:
+    """The README's config table: key, default, meaning."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key in KEYS:
+        default = ('""' if key.default == "" else str(key.default).lower() if isinstance(key.default, bool)
+                   else f"`{key.default}`" if isinstance(key.default, str) else f"{key.default:g}")
+        rows.append(f"| `{key.name}` | {default} | {key.meaning} |")
+    return "\n".join(rows)
 
 
-# What a run is. Resuming with another value of one of these would continue as neither the old run nor a
-# new one, so `gan_jax.workdir.check_resume` refuses it; every other key (learning rates, loss weights,
-# cadences, lengths, devices, where the data is read from) may change between starts.
-RUN_DEFINING = ("seed", "batch_size", "latent_dim", "data.name", "model.g_width", "model.d_width",
-                "model.init_scheme", "model.d_norm", "model.compute_dtype", "loss", "d_steps",
-                "model.num_classes", "model.g_condition", "model.d_condition",
-                "model.d_minibatch_std", "augment")
-
-
-def defines_the_run(key: str, old: Any, new: Any) -> bool:
-    """Whether changing `key` from `old` to `new` makes another run (see RUN_DEFINING)."""
-    if key == "ema_decay":  # its value may change; turning the average on or off changes the state
+def defines_the_run(name: str, old: Any, new: Any) -> bool:
+    """Whether changing key `name` from `old` to `new` makes another run (see `Key.defines_run`)."""
+    key = BY_NAME.get(name)
+    if key is None:
+        return False
+    if key.switch == "state":  # its value may change; turning it on or off changes the state
         return (old == 0) != (new == 0)
-    return key in RUN_DEFINING
+    return key.defines_run
 
 
 def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with every key of ADDED_KEYS it lacks set to the value older versions implied."""
+    """`config` with every key added since gan_jax 0.1.0 that it lacks set to its `absent_means`."""
     config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in ADDED_KEYS.items():
-        *parents, leaf = key.split(".")
+    for key in KEYS:
+        if key.absent_means is None:
+            continue
+        *parents, leaf = key.name.split(".")
         target = config
         for parent in parents:
             target = target[parent]
         if leaf not in target:
-            target[leaf] = value
+            target[leaf] = key.absent_means
     return config
 
 
@@ -156,7 +251,6 @@ def load_config_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
     Config files are not a package, so one that builds on another (experiments/mnist_tuned.py on
     mnist.py) loads it with this: `load_config_file(os.path.join(os.path.dirname(__file__), ...))`.
     """
-    import importlib.util
     name = "gan_jax_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or not os.path.isfile(path):
@@ -185,19 +279,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
       config: a run config, e.g. from experiments/mnist.py, with command-line overrides applied.
     """
     flat = flatten(config)
-    unknown = sorted(set(flat) - set(SCHEMA))
+    unknown = sorted(set(flat) - set(BY_NAME))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-    missing = sorted(set(SCHEMA) - set(flat))
+    missing = sorted(set(BY_NAME) - set(flat))
     if missing:
         raise ConfigError(f"missing config key(s): {', '.join(missing)}")
-    for key, (kind, check, meaning) in SCHEMA.items():
-        value = flat[key]
+    for key in KEYS:
+        value = flat[key.name]
         # bool is an int in Python: do not let `batch_size=True` through.
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ConfigError(f"config.{key}={value!r} has the wrong type; expected {meaning}")
-        if not check(value):
-            raise ConfigError(f"config.{key}={value!r} is invalid; expected {meaning}")
+        if not isinstance(value, key.kind) or (isinstance(value, bool) and key.kind is not bool):
+            raise ConfigError(f"config.{key.name}={value!r} has the wrong type; expected "
+                              f"{key.allowed or type(key.default).__name__}")
+        if not key.check(value):
+            raise ConfigError(f"config.{key.name}={value!r} is invalid; expected {key.allowed}")
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
     for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every"):
@@ -206,36 +301,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
                               f"config.steps_per_call={config.steps_per_call}")
     if config.data.source == "idx" and not config.data.dir:
         raise ConfigError("config.data.source='idx' needs config.data.dir, the folder of IDX files")
-    _check_combinations(config)
+    _check_penalties(config)
+    _check_conditioning(config)
 
 
-def _check_combinations(config: ml_collections.ConfigDict) -> None:
+def _check_penalties(config: ml_collections.ConfigDict) -> None:
     """Refuses settings that are each valid but make no sense together."""
-    # The penalties take the gradient of each image's logit with respect to that image; BatchNorm
-    # makes every logit depend on the whole batch, so there is no per-image gradient to penalize.
-    if config.model.d_norm == "batch":
-        if config.loss == "wgan_gp":
-            raise ConfigError("config.loss='wgan_gp' needs a D without BatchNorm (its gradient penalty "
-                              "is per image): set config.model.d_norm to 'none' or 'spectral'")
-        if config.r1_gamma:
-            raise ConfigError("config.r1_gamma > 0 needs a D without BatchNorm (the R1 penalty is per "
-                              "image): set config.model.d_norm to 'none' or 'spectral'")
+    # The penalties take the gradient of each image's logit with respect to that image; BatchNorm and
+    # the minibatch standard deviation make every logit depend on other images of the batch, so
+    # there is no per-image gradient to penalize.
+    penalty = "config.loss='wgan_gp'" if config.loss == "wgan_gp" else (
+        "config.r1_gamma > 0" if config.r1_gamma else None)
+    if penalty and config.model.d_norm == "batch":
+        raise ConfigError(f"{penalty} needs a D without BatchNorm (its penalty is per image): set "
+                          f"config.model.d_norm to 'none' or 'spectral'")
     group = config.model.d_minibatch_std
-    if group:
-        if config.loss == "wgan_gp" or config.r1_gamma:
-            raise ConfigError("the gradient penalties (wgan_gp, r1_gamma) are per image, and "
-                              "config.model.d_minibatch_std makes each logit depend on its group: "
-                              "set one of them off")
-        if config.batch_size % group:
-            raise ConfigError(f"config.model.d_minibatch_std={group} does not divide "
-                              f"config.batch_size={config.batch_size} into whole groups")
+    if penalty and group:
+        raise ConfigError(f"{penalty} needs a D whose logits are per image (its penalty is), and "
+                          f"config.model.d_minibatch_std={group} mixes each group's: set it to 0")
+    if group and config.batch_size % group:
+        raise ConfigError(f"config.model.d_minibatch_std={group} does not divide "
+                          f"config.batch_size={config.batch_size} into whole groups")
     if config.ema_start and not config.ema_decay:
         raise ConfigError(f"config.ema_start={config.ema_start} has no effect without an EMA: set "
                           f"config.ema_decay > 0, or ema_start to 0")
-    if config.gp_weight != ADDED_KEYS["gp_weight"] and config.loss != "wgan_gp":
+    if config.gp_weight != BY_NAME["gp_weight"].default and config.loss != "wgan_gp":
         raise ConfigError(f"config.gp_weight={config.gp_weight} has no effect with "
                           f"config.loss={config.loss!r}; it weights the wgan_gp penalty")
-    _check_conditioning(config)
 
 
 def _check_conditioning(config: ml_collections.ConfigDict) -> None:
@@ -247,12 +339,12 @@ def _check_conditioning(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.model.num_classes={model.num_classes} does not match "
                               f"{config.data.name}, which has {classes} classes (0: unconditional)")
     else:
-        for key in ("model.g_condition", "model.d_condition"):
-            if model[key.split(".")[1]] != ADDED_KEYS[key]:
-                raise ConfigError(f"config.{key} has no effect on an unconditional run: set "
+        for name in ("model.g_condition", "model.d_condition"):
+            if model[name.split(".")[1]] != BY_NAME[name].default:
+                raise ConfigError(f"config.{name} has no effect on an unconditional run: set "
                                   f"config.model.num_classes={DATASET_CLASSES[config.data.name]}")
-    if config.ac_weight != ADDED_KEYS["ac_weight"] and not (model.num_classes and
-                                                          model.d_condition == "acgan"):
+    if config.ac_weight != BY_NAME["ac_weight"].default and not (model.num_classes and
+                                                               model.d_condition == "acgan"):
         raise ConfigError(f"config.ac_weight={config.ac_weight} has no effect without "
                           f"config.model.d_condition='acgan' on a conditional run")
 
@@ -277,3 +369,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int
         raise ConfigError(f"config.steps_per_call={config.steps_per_call} is more than the "
                           f"{steps_per_epoch} steps of an epoch")
     return steps_per_epoch
+
+
+if __name__ == "__main__":
+    print(markdown_table())

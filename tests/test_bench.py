@@ -7,8 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, load_experiment, tiny_config
-from gan_jax import bench, flops
+from helpers import PYTHON, REPO, load_experiment, tiny_config
+from gan_jax import bench
+from gan_jax.model import flops
 
 JSON_KEYS = {"device_kind", "device_count", "jax_version", "batch_size", "steps_per_call", "compile_s",
              "steps_per_s", "images_per_s", "gflops_per_s", "peak_memory_bytes"}

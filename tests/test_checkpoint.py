@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config, trees_equal
-from gan_jax.checkpoint import Checkpointer, abstract_host_state
+from helpers import tiny_config, trees_equal
+from gan_jax.training.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.errors import CheckpointError
-from gan_jax.parallel import to_host
-from gan_jax.state import GAN, abstract_train_state, create_train_state
+from gan_jax.training.devices import to_host
+from gan_jax.training.spec import GANSpec
+from gan_jax.training.state import abstract_train_state, create_train_state
 
 
 def host_state(gan, seed=0, step=0):
@@ -24,7 +25,7 @@ def abstract(gan):
 
 @pytest.fixture(scope="module")
 def gan(idx_dir):
-    return GAN.from_config(tiny_config(idx_dir))
+    return GANSpec.from_config(tiny_config(idx_dir))
 
 
 def test_round_trip_of_the_whole_state(gan, tmp_path):
@@ -62,7 +63,7 @@ def test_incompatible_checkpoint_is_a_clear_error(gan, idx_dir, tmp_path):
     checkpointer = Checkpointer(str(tmp_path / "other"), keep=1)
     checkpointer.save(host_state(gan))
     checkpointer.wait()
-    wider = GAN.from_config(tiny_config(idx_dir, **{"model.g_width": 16}))
+    wider = GANSpec.from_config(tiny_config(idx_dir, **{"model.g_width": 16}))
     with pytest.raises(CheckpointError, match="does not fit this config") as info:
         checkpointer.restore(abstract(wider))
     assert "\n" not in str(info.value)
@@ -77,13 +78,15 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
     tools: its config lacks their keys and its state has no EMA. It loads, samples and resumes."""
     import shutil
 
-    from gan_jax import runs, train
+    from gan_jax import train
+    from gan_jax.evaluation.restored import load_run
+    from gan_jax.model.inference import generate_images
     workdir = str(tmp_path / "old")
     shutil.copytree(OLD_RUN, workdir)
-    run = runs.load_run(workdir)
+    run = load_run(workdir)
     assert run.step == 4 and run.config.loss == "ns" and run.config.ema_decay == 0
     assert run.state.generator_ema is None and run.generator_name() == "raw"
-    images = runs.generate_images(run.gan, run.generator_variables(), np.zeros((2, 16), np.float32))
+    images = generate_images(run.spec.generator, run.generator_variables(), np.zeros((2, 16), np.float32))
     assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
     # The run's config is today's tiny config with the new keys at their defaults (it trained 4 steps).
     config = tiny_config(idx_dir)
@@ -95,7 +98,7 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
 
 def test_round_trip_with_ema_and_spectral_norm(idx_dir, tmp_path):
     """The EMA and spectral normalization's vectors are part of the saved state."""
-    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.99, **{"model.d_norm": "spectral"}))
+    gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.99, **{"model.d_norm": "spectral"}))
     state = host_state(gan, seed=1, step=3)
     assert state.generator_ema is not None and state.discriminator.batch_stats
     checkpointer = Checkpointer(str(tmp_path / "ckpt"), keep=1)
@@ -105,7 +108,7 @@ def test_round_trip_with_ema_and_spectral_norm(idx_dir, tmp_path):
     checkpointer.close()
     assert trees_equal(restored, state)
     # A run without EMA cannot resume this state silently: the shapes say so.
-    plain = GAN.from_config(tiny_config(idx_dir, **{"model.d_norm": "spectral"}))
+    plain = GANSpec.from_config(tiny_config(idx_dir, **{"model.d_norm": "spectral"}))
     reopened = Checkpointer(str(tmp_path / "ckpt"), keep=1)
     with pytest.raises(CheckpointError, match="does not fit this config.*generator_ema"):
         reopened.restore(abstract(plain))

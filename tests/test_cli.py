@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import MNIST_DIR_VAR, PYTHON, REPO, write_idx_dataset
+from helpers import MNIST_DIR_VAR, PYTHON, REPO, write_idx_dataset
 
 TINY = ["--config", os.path.join(REPO, "experiments", "mnist.py:tiny"), "--config.batch_size=8",
         "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",

@@ -11,12 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import (MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal,
+from helpers import (MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal,
                       write_idx_dataset)
-from gan_jax import evaluate, idx, input_pipeline, losses, parallel, runs, sample, steps, sweep, train
-from gan_jax import workdir as workdir_lib
-from gan_jax.logging_utils import read_metrics
-from gan_jax.state import GAN, count_params, create_train_state
+from gan_jax import evaluate
+from gan_jax.data import idx
+from gan_jax.data import batches as input_pipeline
+from gan_jax.model import losses
+from gan_jax.training import parallel
+from gan_jax.evaluation import restored as runs
+from gan_jax import sample
+from gan_jax.training import steps
+from gan_jax import sweep
+from gan_jax import train
+from gan_jax.training import workdir as workdir_lib
+from gan_jax.reporting.metrics_log import read_metrics
+from gan_jax.training.state import GAN, count_params, create_train_state
 
 # (g_condition, d_condition) -> (G's, D's parameter count) with the default widths, 10 classes.
 PARAMETER_COUNTS = {

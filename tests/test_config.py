@@ -1,9 +1,13 @@
 """The config contract: the shipped configs are valid, and bad values fail in one clear line."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import pytest
 
-from conftest import load_experiment, set_key
+from helpers import REPO, load_experiment, set_key
 from gan_jax import config as config_lib
 from gan_jax.errors import ConfigError
 
@@ -125,6 +129,12 @@ def test_cadences_must_be_multiples_of_steps_per_call():
     ({"model.d_condition": "acgan"}, "d_condition has no effect on an unconditional run"),
     ({"model.g_condition": "cbn"}, "g_condition has no effect on an unconditional run"),
     ({"ac_weight": 0.5}, "ac_weight=0.5 has no effect without config.model.d_condition='acgan'"),
+    ({"augment": "translation,rotation"}, "augment='translation,rotation' is invalid"),
+    ({"augment": "cutout,cutout"}, "augment='cutout,cutout' is invalid"),
+    ({"lr_decay": "step"}, "lr_decay='step' is invalid"),
+    ({"model.d_minibatch_std": 5}, "d_minibatch_std=5 does not divide config.batch_size=64"),
+    ({"model.d_minibatch_std": 4, "model.d_norm": "none", "r1_gamma": 1.0},
+     "r1_gamma > 0 needs a D whose logits are per image"),
 ])
 def test_combinations_that_make_no_sense_are_refused(overrides, message):
     config = load_experiment("mnist")
@@ -154,7 +164,7 @@ def test_older_runs_configs_get_the_defaults_that_reproduce_them():
     """A config.json written before a key existed is read with the value that meant the old behaviour."""
     config = load_experiment("mnist")
     old = config.to_dict()
-    for key in config_lib.ADDED_KEYS:
+    for key in (key.name for key in config_lib.KEYS if key.absent_means is not None):
         *parents, leaf = key.split(".")
         target = old
         for parent in parents:
@@ -168,3 +178,35 @@ def test_older_runs_configs_get_the_defaults_that_reproduce_them():
     # Keys the config has are kept, not reset.
     config.loss = "hinge"
     assert config_lib.with_defaults_for_older_runs(config).loss == "hinge"
+
+
+def test_the_readme_config_table_is_the_contracts():
+    """The README's table is `markdown_table()`, between its markers (`python -m gan_jax.config`)."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("<!-- config-table -->") + len("<!-- config-table -->")
+    end = readme.index("<!-- /config-table -->")
+    assert readme[start:end].strip() == config_lib.markdown_table()
+
+
+def test_each_key_is_declared_once_with_a_consistent_role():
+    names = [key.name for key in config_lib.KEYS]
+    assert len(names) == len(set(names))
+    for key in config_lib.KEYS:
+        assert key.meaning and key.check(key.default), key.name
+        assert not (key.defines_run and key.sweepable), key.name  # a sweep varies within one run kind
+        assert key.switch in ("", "term", "state") and (not key.switch or key.sweepable), key.name
+    assert set(config_lib.SWEEPABLE) == {"g_lr", "d_lr", "b1", "b2", "cycle_weight", "gp_weight",
+                                         "r1_gamma", "ema_decay", "ema_start", "ac_weight"}
+    assert config_lib.defines_the_run("ema_decay", 0.0, 0.999)  # turning the average on
+    assert not config_lib.defines_the_run("ema_decay", 0.99, 0.999)
+    assert config_lib.defines_the_run("batch_size", 64, 32) and not config_lib.defines_the_run("g_lr", 1, 2)
+
+
+@pytest.mark.slow
+def test_the_config_module_imports_no_jax():
+    code = "import sys, gan_jax.config; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('jax', 'jaxlib', 'flax', 'optax', 'orbax')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=REPO)
+    assert result.stdout.strip() == "[]"

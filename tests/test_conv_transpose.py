@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax.conv_transpose import IMPLEMENTATIONS, conv_transpose
+from gan_jax.model.conv_transpose import IMPLEMENTATIONS, conv_transpose
 
 # The generator's three layers: (input shape without batch, kernel shape, strides, padding).
 LAYERS = {
@@ -213,7 +213,7 @@ def test_unknown_impl_or_padding_raises() -> None:
                                                  ((2, 11, 10, 8), (4, 3, 8, 4))])
 def test_conv_matches_lax_with_its_gradients(shape, kernel_shape):
     """D's `conv`: lax's strided conv, with gradients written as canonical convolutions."""
-    from gan_jax.conv_transpose import conv
+    from gan_jax.model.conv_transpose import conv
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, shape)
     kernel = jax.random.normal(kk, kernel_shape)
@@ -249,7 +249,7 @@ def correlation_reference(x: np.ndarray, kernel: np.ndarray, strides: tuple[int,
 def test_conv_with_negative_padding_matches_the_reference(x_hw, kernel_hw, strides, padding):
     """D's `conv` with crops and over-wide padding, forward and gradients, against float64; lax's own
     convolution returns garbage on such padding on XLA:CPU (see conv_transpose._convolve)."""
-    from gan_jax.conv_transpose import conv
+    from gan_jax.model.conv_transpose import conv
     x, kernel = random_inputs(10, (2, *x_hw, 8), (*kernel_hw, 8, 9))
     assert_matches_reference(lambda x, k: conv(x, k, strides, padding),
                              lambda x, k: correlation_reference(x, k, strides, padding), x, kernel, 11)
@@ -262,12 +262,13 @@ def test_every_convolution_of_a_rolled_training_loop_is_canonical(idx_dir):
     import functools
     import re
 
-    from conftest import tiny_config
-    from gan_jax import steps
-    from gan_jax.state import GAN, create_train_state
-    gan = GAN.from_config(tiny_config(idx_dir))
+    from helpers import tiny_config
+    from gan_jax.training import steps
+    from gan_jax.training.spec import GANSpec
+    from gan_jax.training.state import create_train_state
+    gan = GANSpec.from_config(tiny_config(idx_dir))
     state = create_train_state(gan, seed=0)
-    from gan_jax.input_pipeline import TrainData
+    from gan_jax.data.batches import TrainData
     data = TrainData(jnp.zeros((32, 28, 28, 1), jnp.uint8), jnp.zeros((2, 32), jnp.int32))
     rolled = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=2, unroll=False))
     hlo = rolled.lower(state, data).compile().as_text()

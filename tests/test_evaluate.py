@@ -17,8 +17,14 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR_VAR, PYTHON, tiny_config
-from gan_jax import evaluate, idx, image_arrays, input_pipeline, plots, reference, runs
+from helpers import MNIST_DIR_VAR, PYTHON, tiny_config
+from gan_jax import evaluate
+from gan_jax.data import idx
+from gan_jax.evaluation import images as image_arrays
+from gan_jax.data import batches as input_pipeline
+from gan_jax.reporting import pictures as plots
+from gan_jax.evaluation import reference
+from gan_jax.evaluation import restored as runs
 from gan_jax.errors import DataError
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)

@@ -20,13 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR_VAR, PYTHON, REPO
-from gan_jax.idx import write_idx
-from gan_jax import evaluator, metrics
+from helpers import MNIST_DIR_VAR, PYTHON, REPO
+from gan_jax.data.idx import write_idx
+from gan_jax import evaluator
+from gan_jax.evaluation import quality as metrics
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator import train as evaluator_train
 from gan_jax.evaluator.model import ARCHITECTURE, FEATURE_DIM, NUM_CLASSES
-from gan_jax.input_pipeline import DATASETS, to_model_range
+from gan_jax.data.batches import DATASETS, to_model_range
 
 DATA_DIR_VARIABLES = {"mnist": MNIST_DIR_VAR, "fashion_mnist": "GAN_JAX_FASHION_MNIST_DIR"}
 
@@ -231,7 +232,7 @@ class RealOutputs(NamedTuple):
 @pytest.fixture(scope="module", params=DATASETS)
 def real(request) -> RealOutputs:
     """Evaluator outputs on the real test split and a 10k training subset, once per dataset."""
-    from gan_jax.idx import load_split as load_idx_split
+    from gan_jax.data.idx import load_split as load_idx_split
 
     dataset = request.param
     data_dir = os.environ.get(DATA_DIR_VARIABLES[dataset])

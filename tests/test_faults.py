@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, read_tensorboard, write_idx_dataset
+from helpers import PYTHON, REPO, read_tensorboard, write_idx_dataset
 from test_cli import TINY, assert_one_line_error, idx_args
 
 FAULT_INJECTION = os.path.join(REPO, "tests", "fault_injection")

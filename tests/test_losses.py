@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import losses
-from gan_jax.models import Discriminator
+from gan_jax.model import losses
+from gan_jax.model.networks import Discriminator
 
 REAL = np.array([2.0, -1.0, 0.3], np.float32)
 FAKE = np.array([0.5, -3.0, 1.2], np.float32)

@@ -16,26 +16,32 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config
-from gan_jax import idx, input_pipeline, parallel, steps, train
-from gan_jax.checkpoint import Checkpointer, abstract_host_state
+from helpers import PYTHON, REPO, TOLERANCE, assert_same_training, parallel_step, put_data, tiny_config
+from gan_jax import train
+from gan_jax.data import idx
 from gan_jax.errors import ConfigError
-from gan_jax.logging_utils import read_metrics
-from gan_jax.state import abstract_train_state, create_train_state
+from gan_jax.reporting.metrics_log import read_metrics
+from gan_jax.training import devices, steps
+from gan_jax.training.checkpoint import Checkpointer, abstract_host_state
+from gan_jax.training.parallel import Layout
+from gan_jax.training.spec import GANSpec
+from gan_jax.training.state import abstract_train_state, create_train_state
 
 NUM_STEPS = 20
 BATCH = 16
+
+
 def run_steps(config, images, num_steps):
     """(one host copy of the state, device state, metrics per step) after num_steps on config's devices."""
-    data_parallel = parallel.DataParallel(config)
-    state = create_train_state(data_parallel.gan, config.seed)
-    data = data_parallel.put_data(input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images))))
-    state = data_parallel.put_state(parallel.to_host(state))
+    parallel = parallel_step(config)
+    state = create_train_state(parallel.spec, config.seed)
+    data = put_data(parallel, images, state)
+    state = parallel.put_states([devices.to_host(state)])
     metrics = []
     for _ in range(num_steps):
-        state, step_metrics = data_parallel.train_step(state, data)
-        metrics.extend(data_parallel.get_metrics(step_metrics))
-    return data_parallel.get_state(state), state, metrics
+        state, step_metrics = parallel.train_steps(1)(state, data)
+        metrics.extend(parallel.get_metrics(step_metrics)[0])
+    return parallel.get_states(state)[0], state, metrics
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +57,14 @@ def _lr_bound(config, num_steps):
 @pytest.fixture(scope="module")
 def one_device_trajectory(idx_dir, images):
     """The host state before each of NUM_STEPS one-device steps and after the last, and the metrics."""
-    data_parallel = parallel.DataParallel(tiny_config(idx_dir, batch_size=BATCH))
-    state = create_train_state(data_parallel.gan, seed=0)
-    data = data_parallel.put_data(
-        input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images))))
-    hosts, metrics = [parallel.to_host(state)], []
+    parallel = parallel_step(tiny_config(idx_dir, batch_size=BATCH))
+    state = create_train_state(parallel.spec, seed=0)
+    data = put_data(parallel, images, state)
+    hosts, metrics = [devices.to_host(state)], []
     for _ in range(NUM_STEPS):
-        state, step_metrics = data_parallel.train_step(data_parallel.put_state(hosts[-1]), data)
-        hosts.append(data_parallel.get_state(state))
-        metrics.extend(data_parallel.get_metrics(step_metrics))
+        state, step_metrics = parallel.train_steps(1)(parallel.put_states([hosts[-1]]), data)
+        hosts.append(parallel.get_states(state)[0])
+        metrics.extend(parallel.get_metrics(step_metrics)[0])
     return hosts, metrics
 
 
@@ -72,16 +77,15 @@ def test_n_devices_train_what_one_device_trains(one_device_trajectory, idx_dir, 
     on 4 devices vs 1, up to 4e-4 in D's Adam moments, while every single step agrees within 2.4e-7.
     """
     config = tiny_config(idx_dir, batch_size=BATCH, num_devices=num_devices, parallel=mode)
-    data_parallel = parallel.DataParallel(config)
+    parallel = parallel_step(config)
     hosts, reference_metrics = one_device_trajectory
-    data = data_parallel.put_data(
-        input_pipeline.TrainData(images, steps.data_orders(hosts[0].key, 0, len(images))))
+    data = put_data(parallel, images, hosts[0])
     for before, after, reference in zip(hosts, hosts[1:], reference_metrics):
-        device_state, step_metrics = data_parallel.train_step(data_parallel.put_state(before), data)
+        device_state, step_metrics = parallel.train_steps(1)(parallel.put_states([before]), data)
         # A gauge leaf's Adam step can be many lr when its noise gradient jumps: the run's bound.
-        assert_same_training(data_parallel.get_state(device_state), after,
+        assert_same_training(parallel.get_states(device_state)[0], after,
                              gauge_atol=_lr_bound(config, NUM_STEPS))
-        (step_metrics,) = data_parallel.get_metrics(step_metrics)
+        ((step_metrics,),) = parallel.get_metrics(step_metrics)
         for name in reference:
             assert abs(float(step_metrics[name]) - float(reference[name])) < TOLERANCE, name
     # Replicas are bit-identical to each other.
@@ -98,19 +102,18 @@ def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):
     steps on 4 devices, from the one-device state before it, gives the one-device result."""
     from test_train import ALL_TOOLS
     config = tiny_config(idx_dir, batch_size=BATCH, **ALL_TOOLS)
-    one = parallel.DataParallel(config)
-    four = parallel.DataParallel(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel=mode,
-                                             **ALL_TOOLS))
-    state = create_train_state(one.gan, seed=0)
-    orders = input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
-    one_data, four_data = one.put_data(orders), four.put_data(orders)
-    host = parallel.to_host(state)
+    one = parallel_step(config)
+    four = parallel_step(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel=mode, **ALL_TOOLS))
+    state = create_train_state(one.spec, seed=0)
+    one_data, four_data = put_data(one, images, state), put_data(four, images, state)
+    host = devices.to_host(state)
     for _ in range(3):
-        expected, expected_metrics = one.train_step(one.put_state(host), one_data)
-        got, got_metrics = four.train_step(four.put_state(host), four_data)
-        host = one.get_state(expected)
-        assert_same_training(four.get_state(got), host, gauge_atol=_lr_bound(config, 3))
-        (expected_metrics,), (got_metrics,) = one.get_metrics(expected_metrics), four.get_metrics(got_metrics)
+        expected, expected_metrics = one.train_steps(1)(one.put_states([host]), one_data)
+        got, got_metrics = four.train_steps(1)(four.put_states([host]), four_data)
+        host = one.get_states(expected)[0]
+        assert_same_training(four.get_states(got)[0], host, gauge_atol=_lr_bound(config, 3))
+        ((expected_metrics,),) = one.get_metrics(expected_metrics)
+        ((got_metrics,),) = four.get_metrics(got_metrics)
         assert set(got_metrics) == {"d_loss", "g_loss", "d_real", "d_fake", "d_gp", "d_r1"}
         for name in expected_metrics:
             assert abs(float(got_metrics[name]) - float(expected_metrics[name])) < TOLERANCE, name
@@ -133,7 +136,7 @@ def test_n_devices_compute_the_same_generator_function(one_device_trajectory, id
     """
     config = tiny_config(idx_dir, batch_size=BATCH, num_devices=4)
     host, _, _ = run_steps(config, images, NUM_STEPS)
-    gan = parallel.DataParallel(tiny_config(idx_dir)).gan
+    gan = GANSpec.from_config(tiny_config(idx_dir))
     noise = jax.random.normal(jax.random.key(0), (BATCH, config.latent_dim))
     apply = jax.jit(lambda g: gan.generator.apply(g.variables(), noise, train=True,
                                                   mutable=["batch_stats"])[0])
@@ -143,9 +146,11 @@ def test_n_devices_compute_the_same_generator_function(one_device_trajectory, id
 
 def test_batch_must_divide_over_devices(idx_dir):
     with pytest.raises(ConfigError, match="does not divide evenly over 4 devices"):
-        parallel.DataParallel(tiny_config(idx_dir, batch_size=10, num_devices=4))
+        Layout.for_config(tiny_config(idx_dir, batch_size=10, num_devices=4))
     with pytest.raises(ConfigError, match="only 4 cpu device"):
-        parallel.DataParallel(tiny_config(idx_dir, num_devices=8))
+        Layout.for_config(tiny_config(idx_dir, num_devices=8))
+    with pytest.raises(ConfigError, match="d_minibatch_std=4 does not divide each device's 2 images"):
+        Layout.for_config(tiny_config(idx_dir, num_devices=4, **{"model.d_minibatch_std": 4}))
 
 
 def _convolutions_in_ynnpack_fusions(hlo: str) -> int:
@@ -157,31 +162,31 @@ def _convolutions_in_ynnpack_fusions(hlo: str) -> int:
 
 
 def test_cpu_train_step_keeps_its_convolutions_out_of_ynnpack(idx_dir, images):
-    """On CPU the step compiles with parallel.compiler_options(): convolutions on XLA's Eigen path,
+    """On CPU the step compiles with devices.compiler_options(): convolutions on XLA's Eigen path,
     measured faster for this model than YNNPACK, which XLA picks by default."""
     # YNNPACK takes only convolutions with more than 16 features on one side.
     config = tiny_config(idx_dir, **{"model.g_width": 16, "model.d_width": 16})
-    data_parallel = parallel.DataParallel(config)
-    state = create_train_state(data_parallel.gan, seed=0)
-    data = input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
-    lowered = data_parallel.train_step.lower(state, data)
-    ours = lowered.compile().as_text()
+    parallel = parallel_step(config)
+    state = create_train_state(parallel.spec, seed=0)
+    data = put_data(parallel, images, state)
+    _, compiled = parallel.compile_ahead(1, parallel.put_states([devices.to_host(state)]), data)
+    ours = compiled.as_text()
     assert ours.count(" convolution(") >= 10
     assert _convolutions_in_ynnpack_fusions(ours) == 0
     # Without the options XLA does hand them to YNNPACK, so the check above can fail.
-    defaults = jax.jit(functools.partial(steps.train_step, gan=data_parallel.gan))
+    defaults = jax.jit(functools.partial(steps.train_step, gan=parallel.spec))
     assert _convolutions_in_ynnpack_fusions(defaults.lower(state, data).compile().as_text()) > 0
 
 
 def test_compiler_options_fall_back_to_defaults_where_xla_lacks_them(monkeypatch):
-    known = parallel.compiler_options()
-    assert known and known == parallel._CPU_COMPILER_OPTIONS  # this XLA knows them
-    monkeypatch.setattr(parallel, "_CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
-    parallel.compiler_options.cache_clear()
+    known = devices.compiler_options()
+    assert known and known == devices._CPU_COMPILER_OPTIONS  # this XLA knows them
+    monkeypatch.setattr(devices, "_CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    devices.compiler_options.cache_clear()
     try:
-        assert parallel.compiler_options() == {}
+        assert devices.compiler_options() == {}
     finally:
-        parallel.compiler_options.cache_clear()
+        devices.compiler_options.cache_clear()
 
 
 def test_resume_on_fewer_or_more_devices_than_saved_on(idx_dir, tmp_path):
@@ -235,7 +240,7 @@ def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, 
         tiny_config(idx_dir, batch_size=BATCH, num_devices=4, num_steps=NUM_STEPS, log_every=5,
                     sample_every=10, checkpoint_every=10), str(tmp_path / "one_process"))
     checkpointer = Checkpointer(str(workdir / "checkpoints"), keep=3)
-    gan = parallel.DataParallel(tiny_config(idx_dir)).gan
+    gan = GANSpec.from_config(tiny_config(idx_dir))
     restored = checkpointer.restore(abstract_host_state(abstract_train_state(gan)))
     checkpointer.close()
     assert_same_training(restored, single, gauge_atol=2 * 2e-4 * NUM_STEPS)

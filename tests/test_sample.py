@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PYTHON
+from helpers import PYTHON
 from gan_jax import sample
 from test_evaluate import trained_workdir
 

@@ -8,20 +8,22 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import assert_same_training, tiny_config, trees_equal
-from gan_jax import input_pipeline, steps
-from gan_jax.parallel import to_host
-from gan_jax.state import GAN, create_train_state
+from helpers import assert_same_training, tiny_config, trees_equal
+from gan_jax.data import batches
+from gan_jax.training import steps
+from gan_jax.training.devices import to_host
+from gan_jax.training.spec import GANSpec, optimizers
+from gan_jax.training.state import create_train_state
 
 
 def train_data(images, state):
     """The TrainData a run starting at epoch 0 would pass to its steps."""
-    return input_pipeline.TrainData(images, steps.data_orders(state.key, 0, len(images)))
+    return batches.TrainData(images, steps.data_orders(state.key, 0, len(images)))
 
 
 @pytest.fixture(scope="module")
 def setup(idx_dir):
-    gan = GAN.from_config(tiny_config(idx_dir))
+    gan = GANSpec.from_config(tiny_config(idx_dir))
     state = create_train_state(gan, seed=0)
     real = jax.random.uniform(jax.random.key(7), (gan.batch_size, 28, 28, 1), minval=-1, maxval=1)
     d_step = jax.jit(functools.partial(steps.d_step, gan=gan))
@@ -60,7 +62,7 @@ def test_same_key_same_result_other_key_other_result(setup):
 
 def test_cycle_term_adds_weighted_l1_to_the_generator_loss(setup, idx_dir):
     gan, state, real, _, g_step = setup
-    weighted = GAN.from_config(tiny_config(idx_dir, cycle_weight=0.5))
+    weighted = GANSpec.from_config(tiny_config(idx_dir, cycle_weight=0.5))
     key = jax.random.key(5)
     _, plain = g_step(state, real, key)
     _, with_cycle = jax.jit(functools.partial(steps.g_step, gan=weighted))(state, real, key)
@@ -90,9 +92,9 @@ def _logits_of_a_d_step(gan, state, real, key):
 def test_d_step_uses_the_configured_loss(idx_dir, overrides, penalty):
     """d_loss is the loss module's D loss of D's logits, plus the weighted penalty; d_real and d_fake
     are D's raw mean scores for the losses other than ns."""
-    from gan_jax import losses
+    from gan_jax.model import losses
     config = tiny_config(idx_dir, **overrides)
-    gan = GAN.from_config(config)
+    gan = GANSpec.from_config(config)
     state = create_train_state(gan, seed=0)
     real = jax.random.uniform(jax.random.key(7), (gan.batch_size, 28, 28, 1), minval=-1, maxval=1)
     key = jax.random.key(1)
@@ -114,8 +116,8 @@ def test_d_step_uses_the_configured_loss(idx_dir, overrides, penalty):
 
 
 def test_g_step_uses_the_configured_loss(idx_dir):
-    from gan_jax import losses
-    gan = GAN.from_config(tiny_config(idx_dir, loss="hinge"))
+    from gan_jax.model import losses
+    gan = GANSpec.from_config(tiny_config(idx_dir, loss="hinge"))
     state = create_train_state(gan, seed=0)
     key = jax.random.key(2)
     _, metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(state, None, key)
@@ -129,21 +131,21 @@ def test_g_step_uses_the_configured_loss(idx_dir):
 def test_d_steps_updates_d_on_consecutive_batches_with_their_own_noise(idx_dir):
     """With d_steps=2 a step is d_step(batch 2s), d_step(batch 2s+1), g_step, each with its own key;
     D's metrics are the mean of its two updates."""
-    gan = GAN.from_config(tiny_config(idx_dir, d_steps=2))
+    gan = GANSpec.from_config(tiny_config(idx_dir, d_steps=2))
     state = create_train_state(gan, seed=0).replace(step=jnp.int32(1))
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     data = train_data(images, state)
     stepped, metrics = jax.jit(functools.partial(steps.train_step, gan=gan))(state, data)
 
-    indices = input_pipeline.batch_from_orders(data.orders, state.step, 2 * gan.batch_size)
-    batches = [input_pipeline.to_model_range(images[indices[i * 8:(i + 1) * 8]]) for i in (0, 1)]
+    indices = batches.batch_from_orders(data.orders, state.step, 2 * gan.batch_size)
+    reals = [batches.to_model_range(images[indices[i * 8:(i + 1) * 8]]) for i in (0, 1)]
     assert np.array_equal(indices, np.asarray(data.orders[0][16:32]))  # step 1 of 2 per epoch
     _, noise_key = steps.split_train_key(state.key)
     keys = jax.random.split(jax.random.fold_in(noise_key, state.step), 3)
     d_step = jax.jit(functools.partial(steps.d_step, gan=gan))
-    manual, first = d_step(state, batches[0], keys[0])
-    manual, second = d_step(manual, batches[1], keys[1])
-    manual, g_metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(manual, batches[1], keys[2])
+    manual, first = d_step(state, reals[0], keys[0])
+    manual, second = d_step(manual, reals[1], keys[1])
+    manual, g_metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(manual, reals[1], keys[2])
     # One compiled step vs three: the same computation up to how XLA fuses it.
     assert_same_training(to_host(stepped.replace(step=state.step)), to_host(manual), gauge_atol=1e-3)
     assert int(stepped.step) == 2
@@ -160,12 +162,12 @@ def _perturbed(state):
 
 
 def test_ema_decay_zero_copies_the_generator_and_one_keeps_the_start(idx_dir):
-    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.5))
+    gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.5))
     start = create_train_state(gan, seed=0)
     assert trees_equal(start.generator_ema, start.generator.variables())
     moved = _perturbed(start)
     for decay, expected in ((0.0, moved.generator.variables()), (1.0, start.generator_ema)):
-        averaged = steps.update_ema(moved, gan.hyperparams.replace(ema_decay=decay))
+        averaged = steps.update_ema(moved, {**gan.hyperparams, "ema_decay": decay})
         assert trees_equal(averaged.generator_ema, expected)
     half = steps.update_ema(moved, gan.hyperparams).generator_ema
     np.testing.assert_allclose(half["params"]["ConvTranspose_0"]["bias"],
@@ -173,7 +175,7 @@ def test_ema_decay_zero_copies_the_generator_and_one_keeps_the_start(idx_dir):
 
 
 def test_ema_copies_the_generator_until_ema_start(idx_dir):
-    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.9, ema_start=3))
+    gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.9, ema_start=3))
     moved = _perturbed(create_train_state(gan, seed=0))
     before = steps.update_ema(moved.replace(step=jnp.int32(2)), gan.hyperparams)
     assert trees_equal(before.generator_ema, moved.generator.variables())
@@ -183,13 +185,13 @@ def test_ema_copies_the_generator_until_ema_start(idx_dir):
 
 def test_train_step_keeps_the_ema_and_samples_from_it(idx_dir):
     """Through the real step: with decay 0 the average is G itself, bit for bit, after each step."""
-    gan = GAN.from_config(tiny_config(idx_dir, ema_decay=0.9))
+    gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.9))
     state = create_train_state(gan, seed=0)
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     data = train_data(images, state)
     # decay 0.0 for a state that keeps an average: it copies G.
     copy = jax.jit(functools.partial(steps.train_step, gan=gan,
-                                     hp=gan.hyperparams.replace(ema_decay=0.0)))
+                                     hp={**gan.hyperparams, "ema_decay": 0.0}))
     copied, _ = copy(state, data)
     assert trees_equal(copied.generator_ema, copied.generator.variables())
     averaged, _ = jax.jit(functools.partial(steps.train_step, gan=gan))(state, data)
@@ -213,10 +215,10 @@ def test_train_step_advances_and_is_deterministic(setup):
 
 
 def test_adam_uses_the_configured_hyperparameters(idx_dir):
-    gan = GAN.from_config(tiny_config(idx_dir, g_lr=1e-3, d_lr=5e-4, b1=0.9))
+    gan = GANSpec.from_config(tiny_config(idx_dir, g_lr=1e-3, d_lr=5e-4, b1=0.9))
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([1.0, -2.0, 0.5])}
-    for optimizer, lr in zip(gan.hyperparams.optimizers(), (1e-3, 5e-4)):
+    for optimizer, lr in zip(optimizers(gan.hyperparams), (1e-3, 5e-4)):
         expected = optax.adam(lr, b1=0.9, b2=0.999)
         got, _ = optimizer.update(grads, optimizer.init(params), params)
         want, _ = expected.update(grads, expected.init(params), params)
@@ -247,7 +249,7 @@ def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     results = {}
     for impl in ("fast", "xla"):
-        gan = GAN.from_config(tiny_config(idx_dir, **{"model.conv_transpose": impl}))
+        gan = GANSpec.from_config(tiny_config(idx_dir, **{"model.conv_transpose": impl}))
         state = create_train_state(gan, seed=0)
         step = jax.jit(functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True))
         results[impl] = step(state, train_data(images, state))
@@ -258,7 +260,7 @@ def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
 
 
 def test_bfloat16_compute_keeps_float32_state_and_finite_losses(idx_dir):
-    gan = GAN.from_config(tiny_config(idx_dir, **{"model.compute_dtype": "bfloat16"}))
+    gan = GANSpec.from_config(tiny_config(idx_dir, **{"model.compute_dtype": "bfloat16"}))
     state = create_train_state(gan, seed=0)
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
     step = functools.partial(steps.train_steps, gan=gan, num_steps=3, unroll=True)

@@ -13,10 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config, trees_equal
-from gan_jax import evaluate, parallel, runs, sample, steps, sweep, train
+from helpers import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config, trees_equal
+from gan_jax import evaluate
+from gan_jax.training import parallel
+from gan_jax.evaluation import restored as runs
+from gan_jax import sample
+from gan_jax.training import steps
+from gan_jax import sweep
+from gan_jax import train
 from gan_jax.errors import ConfigError
-from gan_jax.logging_utils import read_metrics
+from gan_jax.reporting.metrics_log import read_metrics
 
 NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
 SEEDS, VARY = [0, 1], {"g_lr": [1e-4, 3e-4]}

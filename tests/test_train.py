@@ -10,11 +10,13 @@ import jax.numpy as jnp
 import pytest
 
 from PIL import Image
-
-from conftest import read_tensorboard, tiny_config, trees_equal
-from gan_jax import cli, losses, parallel, train
+from helpers import before_each_call, read_tensorboard, tiny_config, trees_equal
+from gan_jax import train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
-from gan_jax.logging_utils import read_metrics
+from gan_jax.model import losses
+from gan_jax.reporting.metrics_log import read_metrics
+from gan_jax.training import devices
+from gan_jax.training.control import Interrupted
 
 NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
 
@@ -63,18 +65,13 @@ def test_another_seed_trains_another_model(reference, idx_dir, tmp_path):
 
 def _interrupt_after(monkeypatch, num_calls):
     """Makes the compiled step send this process SIGTERM after `num_calls` steps, as a scheduler would."""
-    compile_train_step = parallel.DataParallel._compile_train_step
+    calls = []
 
-    def compile_and_count(self, num_steps=1):
-        step_fn, calls = compile_train_step(self, num_steps), []
-
-        def counted(state, images):
-            calls.append(None)
-            if len(calls) == num_calls:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return step_fn(state, images)
-        return counted
-    monkeypatch.setattr(parallel.DataParallel, "_compile_train_step", compile_and_count)
+    def count():
+        calls.append(None)
+        if len(calls) == num_calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+    before_each_call(monkeypatch, count)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +80,7 @@ def interrupted(idx_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("interrupted"))
     with pytest.MonkeyPatch.context() as monkeypatch:
         _interrupt_after(monkeypatch, 3)
-        with pytest.raises(train.Interrupted, match="interrupted at step 3"):
+        with pytest.raises(Interrupted, match="interrupted at step 3"):
             train.train_and_evaluate(tiny_config(idx_dir), workdir)
     return workdir
 
@@ -115,7 +112,7 @@ def test_tensorboard_after_a_resume_holds_the_uninterrupted_runs_scalars(referen
     workdir = str(tmp_path)
     with pytest.MonkeyPatch.context() as monkeypatch:
         _interrupt_after(monkeypatch, 4)
-        with pytest.raises(train.Interrupted, match="interrupted at step 4"):
+        with pytest.raises(Interrupted, match="interrupted at step 4"):
             train.train_and_evaluate(tiny_config(idx_dir), workdir)
     train.train_and_evaluate(tiny_config(idx_dir), workdir)
     scalars = _scalars(workdir)
@@ -169,16 +166,7 @@ def test_the_loop_holds_no_device_arrays_from_step_to_step(idx_dir, tmp_path, mo
     buffers pinned freed memory in glibc's heap under the CPU runtime tuning (cli.tune_cpu_runtime),
     which grew a process by ~7 MB per step to 8 GB (README, Memory)."""
     live = []
-    compile_train_step = parallel.DataParallel._compile_train_step
-
-    def compile_and_count(self, num_steps=1):
-        step_fn = compile_train_step(self, num_steps)
-
-        def counted(state, data):
-            live.append(len(jax.live_arrays()))
-            return step_fn(state, data)
-        return counted
-    monkeypatch.setattr(parallel.DataParallel, "_compile_train_step", compile_and_count)
+    before_each_call(monkeypatch, lambda: live.append(len(jax.live_arrays())))
     config = tiny_config(idx_dir, num_steps=40, log_every=40, sample_every=40, checkpoint_every=40)
     train.train_and_evaluate(config, str(tmp_path))
     assert len(live) == 40 and max(live[2:]) == min(live[2:]), live
@@ -199,21 +187,23 @@ def test_bad_config_and_data_fail_before_any_work(idx_dir, tmp_path):
         train.train_and_evaluate(tiny_config(str(tmp_path)), str(tmp_path / "b"))
     with pytest.raises(ConfigError, match="larger than the 64 training images"):
         train.train_and_evaluate(tiny_config(idx_dir, batch_size=128), str(tmp_path / "c"))
+    # A start that fails writes nothing: no folder, no lock, no empty samples/ or checkpoints/.
+    assert not any(os.path.exists(tmp_path / name) for name in ("a", "b", "c"))
 
 
 def test_deterministic_flag_asks_xla_for_deterministic_ops(idx_dir, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
-    cli.request_deterministic_xla(tiny_config(idx_dir).deterministic)
+    devices.request_deterministic_xla(tiny_config(idx_dir).deterministic)
     assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=1",
                                                "--xla_gpu_deterministic_ops=true"]
     monkeypatch.setenv("XLA_FLAGS", "")
-    cli.request_deterministic_xla(tiny_config(idx_dir, deterministic=False).deterministic)
+    devices.request_deterministic_xla(tiny_config(idx_dir, deterministic=False).deterministic)
     assert os.environ["XLA_FLAGS"] == ""
 
 
 def test_steps_per_call_trains_like_single_steps(reference, idx_dir, tmp_path):
     """K steps per call: the same metrics records and, to float32 rounding, the same model."""
-    from conftest import assert_same_training
+    from helpers import assert_same_training
     overrides = dict(steps_per_call=2, sample_every=4, checkpoint_every=4)
     single = train.train_and_evaluate(tiny_config(idx_dir, **dict(overrides, steps_per_call=1)),
                                       str(tmp_path / "k1"))
@@ -283,7 +273,7 @@ def test_every_quality_tool_resumes_bit_identically(all_tools_reference, idx_dir
     workdir = str(tmp_path)
     with pytest.MonkeyPatch.context() as monkeypatch:
         _interrupt_after(monkeypatch, 3)
-        with pytest.raises(train.Interrupted, match="interrupted at step 3"):
+        with pytest.raises(Interrupted, match="interrupted at step 3"):
             train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
     resumed = train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
     reference_dir, reference_state = all_tools_reference

@@ -20,18 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax import metrics
+from gan_jax.config import DATASETS
+from gan_jax.data.batches import to_model_range
+from gan_jax.data.idx import IMAGE_SHAPE
 from gan_jax.errors import ConfigError, DataError
+from gan_jax.evaluation import quality
+from gan_jax.evaluation.images import as_images
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, param_shapes
-from gan_jax.idx import IMAGE_SHAPE
-from gan_jax.input_pipeline import DATASETS, to_model_range
 
 __all__ = ["DATASETS", "Evaluator", "load", "reference_stats", "softmax", "weights_files"]
 
 DEFAULT_BATCH_SIZE = 1000
-# Generator outputs come from tanh, so anything outside [-1, 1] beyond rounding is a caller's mistake
-# (most likely uint8-range floats), which would give meaningless features rather than an error.
-_RANGE_TOLERANCE = 1e-3
 
 
 def weights_files(dataset: str) -> tuple[str, str]:
@@ -89,10 +88,10 @@ class Evaluator:
         Returns:
           (logits (N, 10), features (N, 128)) as float32 numpy arrays.
         """
-        images = _as_model_input(images)
+        images = as_images(np.asarray(images), "images", min_images=1)
+        if images.dtype == np.uint8:
+            images = np.asarray(to_model_range(images))
         n = images.shape[0]
-        if n == 0:
-            raise ValueError("no images given")
         # Every pass sees the same shape, the last batch padded, so one compilation serves any N.
         batch = min(self.batch_size, n)
         logits, features = [], []
@@ -124,25 +123,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, np.float64)
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _as_model_input(images: np.ndarray | jax.Array) -> np.ndarray:
-    """Checks the shape and range of `images` and returns float32 numpy in [-1, 1]."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"images must be (N, {', '.join(map(str, IMAGE_SHAPE))}) NHWC, got {images.shape}")
-    if images.dtype == np.uint8:
-        return np.asarray(to_model_range(images))
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"images must be float in [-1, 1] or uint8, got dtype {images.dtype}")
-    images = images.astype(np.float32, copy=False)
-    if images.size:
-        low, high = float(images.min()), float(images.max())
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError("images contain NaN or infinite values")
-        if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-            raise ValueError(f"float images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]")
-    return images
 
 
 def _read_weights(dataset: str, weights_dir: str | None) -> tuple[bytes, bytes]:
@@ -220,7 +200,7 @@ def load(dataset: str, weights_dir: str | None = None, batch_size: int = DEFAULT
     return Evaluator(params, dataset=dataset, metadata=metadata, batch_size=batch_size)
 
 
-def reference_stats(evaluator: Evaluator, images: np.ndarray | jax.Array) -> metrics.FeatureStats:
+def reference_stats(evaluator: Evaluator, images: np.ndarray | jax.Array) -> quality.FeatureStats:
     """Feature mean and covariance (float64) of real images, the reference side of FID.
 
     One batched forward pass plus a (128, 128) covariance: a few seconds for a 10k test split on a CPU.
@@ -233,4 +213,4 @@ def reference_stats(evaluator: Evaluator, images: np.ndarray | jax.Array) -> met
     Returns:
       `FeatureStats(mu (128,), sigma (128, 128))`.
     """
-    return metrics.feature_stats(evaluator.features(images))
+    return quality.feature_stats(evaluator.features(images))

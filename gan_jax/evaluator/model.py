@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.idx import IMAGE_SHAPE
+from gan_jax.data.idx import IMAGE_SHAPE
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128

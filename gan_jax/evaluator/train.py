@@ -3,7 +3,7 @@
     python -m gan_jax.evaluator.train --dataset mnist --data_dir DIR [--out DIR]
 
 Training is deterministic: the initial parameters, the data order (a permutation drawn from
-`fold_in(key, epoch)`, see `input_pipeline.batch_indices`) and the augmentation (random shifts of up to
+`fold_in(key, epoch)`, see `data.batches.batch_indices`) and the augmentation (random shifts of up to
 ±2 pixels) all come from one seed through jax.random, so the same command on the same software gives the
 same weights. The only non-numeric input is the date in the record, which `--date` can pin.
 
@@ -35,9 +35,10 @@ import optax
 from gan_jax import cli, evaluator
 from gan_jax.errors import ConfigError, DataError, UserError
 from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, init_params, num_params
-from gan_jax.idx import IDX_FILES, SPLITS, find_idx_file
-from gan_jax.idx import load_split as load_idx_split
-from gan_jax.input_pipeline import DATASETS, batch_indices, to_model_range
+from gan_jax.config import DATASETS
+from gan_jax.data.batches import batch_indices, to_model_range
+from gan_jax.data.idx import IDX_FILES, SPLITS, find_idx_file
+from gan_jax.data.idx import load_split as load_idx_split
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # Epochs that reach the accuracy targets (>= 99.3% on MNIST, >= 91% on Fashion-MNIST) with margin:
