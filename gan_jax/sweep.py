@@ -53,7 +53,7 @@ def sweep(config: ml_collections.ConfigDict, workdir: str, seeds: list[int], var
 def main(argv):
     del argv
     values = flags.FLAGS
-    stem = cli.config_stem(flags["config"].config_filename)
+    stem = cli.config_stem(values["config"].config_filename)
     workdir = values.workdir or os.path.join("runs", stem + "_sweep")
     cli.setup_logging()
 

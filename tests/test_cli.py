@@ -107,11 +107,13 @@ def test_malformed_data_file(tmp_path, python_env):
     assert_one_line_error(result.stderr, "train-images-idx3-ubyte.gz")
 
 
-def test_sigterm_saves_exits_zero_and_resume_finishes(cli_data, tmp_path, python_env):
-    workdir = tmp_path / "run"
+def test_sigterm_saves_exits_zero_and_the_printed_command_resumes(cli_data, tmp_path, python_env):
+    """The run is started as the README shows (`--workdir DIR`, with a space); the command it prints
+    on SIGTERM, pasted into a shell, resumes it."""
+    workdir = tmp_path / "a run's folder"  # a space and a quote: the printed command must quote it
     # No periodic checkpoint: the only one is what SIGTERM saves, whichever step the signal meets.
     args = [*TINY, *idx_args(cli_data), "--config.num_steps=100000", "--config.log_every=1",
-            "--config.checkpoint_every=100000", f"--workdir={workdir}"]
+            "--config.checkpoint_every=100000", "--workdir", str(workdir)]
     process = subprocess.Popen([PYTHON, "-m", "gan_jax.train", *args], env=python_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                stdin=subprocess.DEVNULL)
@@ -123,11 +125,15 @@ def test_sigterm_saves_exits_zero_and_resume_finishes(cli_data, tmp_path, python
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
-    assert "Resume with: python -m gan_jax.train" in stderr
     steps = [int(name) for name in os.listdir(workdir / "checkpoints")]
     assert len(steps) == 1 and steps[0] >= 3 and f"interrupted at step {steps[0]};" in stderr
-    # Resuming continues from the saved step.
-    result = run_cli([*args, f"--config.num_steps={steps[0] + 2}"], python_env)
+    command = stderr.strip().splitlines()[-1].split("Resume with: ", 1)[1]
+    assert command.startswith("python -m gan_jax.train ")
+    # The printed command, run by a shell (with a shorter run appended, so that it ends).
+    shell_env = dict(python_env, PATH=os.path.dirname(PYTHON) + os.pathsep + python_env["PATH"])
+    result = subprocess.run(["bash", "-c", f"{command} --config.num_steps={steps[0] + 2}"],
+                            env=shell_env, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resuming from the checkpoint at step {steps[0]}" in result.stderr
     assert max(int(n) for n in os.listdir(workdir / "checkpoints")) == steps[0] + 2

@@ -11,21 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import (MNIST_DIR_VAR, assert_same_training, load_experiment, tiny_config, trees_equal,
-                      write_idx_dataset)
-from gan_jax import evaluate
-from gan_jax.data import idx
-from gan_jax.data import batches as input_pipeline
-from gan_jax.model import losses
-from gan_jax.training import parallel
-from gan_jax.evaluation import restored as runs
-from gan_jax import sample
-from gan_jax.training import steps
-from gan_jax import sweep
-from gan_jax import train
-from gan_jax.training import workdir as workdir_lib
+from helpers import (MNIST_DIR_VAR, assert_same_training, load_experiment, parallel_step, put_data,
+                     tiny_config, trees_equal, write_idx_dataset)
+from gan_jax import sample, sweep, train
+from gan_jax.data import batches, idx, sources
+from gan_jax.errors import UserError
+from gan_jax.evaluation import scoring
+from gan_jax.model import inference, losses
+from gan_jax.model.networks import split_output
 from gan_jax.reporting.metrics_log import read_metrics
-from gan_jax.training.state import GAN, count_params, create_train_state
+from gan_jax.training import devices, steps
+from gan_jax.training.runs import read_sweep
+from gan_jax.training.spec import GANSpec
+from gan_jax.training.state import count_params, create_train_state
 
 # (g_condition, d_condition) -> (G's, D's parameter count) with the default widths, 10 classes.
 PARAMETER_COUNTS = {
@@ -49,18 +47,18 @@ def labelled_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
 def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
-    gan = GAN.from_config(conditional(load_experiment("mnist"), *conditions))
+    gan = GANSpec.from_config(conditional(load_experiment("mnist"), *conditions))
     shapes = jax.eval_shape(functools.partial(create_train_state, gan, 0))  # the real widths, no work
     assert (count_params(shapes.generator.params), count_params(shapes.discriminator.params)) == (
         PARAMETER_COUNTS[conditions])
-    gan = GAN.from_config(conditional(tiny_config(""), *conditions))  # the shapes: narrow is enough
+    gan = GANSpec.from_config(conditional(tiny_config(""), *conditions))  # the shapes: narrow is enough
     state = create_train_state(gan, seed=0)
     labels = jnp.array([3, 7])
     images = gan.generator.apply(state.generator.variables(), jnp.zeros((2, gan.latent_dim)),
                                  train=False, labels=labels)
     assert images.shape == (2, 28, 28, 1)
     output = gan.discriminator.apply(state.discriminator.variables(), images, train=False, labels=labels)
-    logits, classes = steps.split_output(output)
+    logits, classes = split_output(output)
     assert logits.shape == (2,)
     assert (classes is None) == (conditions[1] != "acgan")
     if classes is not None:
@@ -69,7 +67,7 @@ def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
 
 @pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
 def test_the_label_changes_what_each_network_computes(conditions):
-    gan = GAN.from_config(conditional(load_experiment("mnist"), *conditions))
+    gan = GANSpec.from_config(conditional(load_experiment("mnist"), *conditions))
     state = create_train_state(gan, seed=0)
     # Class-conditional BatchNorm starts as plain BatchNorm (scale 1, shift 0 for every class):
     # move every label embedding a little, as training does.
@@ -83,7 +81,7 @@ def test_the_label_changes_what_each_network_computes(conditions):
     image = jnp.tile(a[None], (2, 1, 1, 1))
     output = gan.discriminator.apply(state.discriminator.variables(), image, train=False,
                                      labels=jnp.array([0, 1]))
-    logits, classes = steps.split_output(output)
+    logits, classes = split_output(output)
     # An ACGAN's D scores the image alone and classifies it: its logit ignores the label.
     assert (logits[0] != logits[1]) == (conditions[1] != "acgan")
 
@@ -92,27 +90,27 @@ def test_labels_outside_the_classes_are_refused(tmp_path):
     folder = write_idx_dataset(str(tmp_path / "d"))
     split = idx.load_split(folder, "train")
     with pytest.raises(Exception, match="the data has label 9, but model.num_classes is 5"):
-        input_pipeline.check_labels(split, 5)
-    input_pipeline.check_labels(split, 10)
+        sources.check_labels(split, 5)
+    sources.check_labels(split, 10)
 
 
 def test_g_is_asked_for_labels_drawn_uniformly_from_the_steps_key(labelled_dir):
-    gan = GAN.from_config(conditional(tiny_config(labelled_dir, batch_size=1000)))
-    a = steps.sample_labels(gan, jax.random.key(0))
+    gan = GANSpec.from_config(conditional(tiny_config(labelled_dir, batch_size=1000)))
+    a = steps.draw_labels(gan, jax.random.key(0))
     assert a.shape == (1000,) and int(a.min()) == 0 and int(a.max()) == 9
-    np.testing.assert_array_equal(a, steps.sample_labels(gan, jax.random.key(0)))
-    assert not np.array_equal(a, steps.sample_labels(gan, jax.random.key(1)))
+    np.testing.assert_array_equal(a, steps.draw_labels(gan, jax.random.key(0)))
+    assert not np.array_equal(a, steps.draw_labels(gan, jax.random.key(1)))
     assert np.bincount(np.asarray(a), minlength=10).min() > 60  # 100 expected per class
-    assert steps.sample_labels(GAN.from_config(tiny_config(labelled_dir)), jax.random.key(0)) is None
+    assert steps.draw_labels(GANSpec.from_config(tiny_config(labelled_dir)), jax.random.key(0)) is None
 
 
 def test_the_step_gathers_each_batchs_labels_with_its_images(labelled_dir, monkeypatch):
     """d_step gets the labels at the very indices of its real images (d_steps=2: two batches)."""
     config = conditional(tiny_config(labelled_dir, d_steps=2), g="concat", d="concat")
-    gan = GAN.from_config(config)
+    gan = GANSpec.from_config(config)
     split = idx.load_split(labelled_dir, "train")
     state = create_train_state(gan, seed=0).replace(step=jnp.int32(1))
-    data = input_pipeline.TrainData(split.images, steps.data_orders(state.key, 0, len(split.images)),
+    data = batches.TrainData(split.images, steps.data_orders(state.key, 0, len(split.images)),
                                     split.labels)
     seen = []
     d_step = steps.d_step
@@ -123,14 +121,14 @@ def test_the_step_gathers_each_batchs_labels_with_its_images(labelled_dir, monke
         return d_step(state, real, key, **kwargs)
     monkeypatch.setattr(steps, "d_step", recording)
     jax.block_until_ready(jax.jit(functools.partial(steps.train_step, gan=gan))(state, data))
-    indices = np.asarray(input_pipeline.batch_from_orders(data.orders, state.step, 16)).reshape(2, 8)
+    indices = np.asarray(batches.batch_from_orders(data.orders, state.step, 16)).reshape(2, 8)
     for (real, labels), batch in zip(seen, indices):
         np.testing.assert_array_equal(labels, split.labels[batch])
-        np.testing.assert_allclose(real, input_pipeline.to_model_range(split.images[batch]), atol=1e-6)
+        np.testing.assert_allclose(real, batches.to_model_range(split.images[batch]), atol=1e-6)
 
 
 def test_acgan_adds_its_classifier_losses_to_both_networks(labelled_dir):
-    gan = GAN.from_config(conditional(tiny_config(labelled_dir, ac_weight=0.5), g="concat", d="acgan"))
+    gan = GANSpec.from_config(conditional(tiny_config(labelled_dir, ac_weight=0.5), g="concat", d="acgan"))
     state = create_train_state(gan, seed=0)
     real = jax.random.uniform(jax.random.key(7), (gan.batch_size, 28, 28, 1), minval=-1, maxval=1)
     real_labels = jnp.arange(gan.batch_size) % 10
@@ -138,7 +136,7 @@ def test_acgan_adds_its_classifier_losses_to_both_networks(labelled_dir):
     _, d_metrics = jax.jit(functools.partial(steps.d_step, gan=gan))(state, real, key,
                                                                      real_labels=real_labels)
     _, g_metrics = jax.jit(functools.partial(steps.g_step, gan=gan))(state, real, key)
-    fake_labels = steps.sample_labels(gan, key)
+    fake_labels = steps.draw_labels(gan, key)
     fake, _ = gan.generator.apply(state.generator.variables(), steps.sample_noise(gan, key), train=True,
                                   labels=fake_labels, mutable=["batch_stats"])
     (logits, classes), _ = gan.discriminator.apply(state.discriminator.variables(), fake, train=True,
@@ -170,15 +168,15 @@ def test_a_conditional_run_draws_each_class_as_the_data_has_it(conditional_run, 
     """Class c of the data is bright in rows 2c..2c+8: G's samples of class c are too, brighter
     there than the other classes' samples (a class grid, the same noise in every row)."""
     workdir, _ = conditional_run
-    assert sample.run(workdir=workdir, class_grid=True, num=20, out=str(tmp_path / "grid.png"),
-                      npy=str(tmp_path / "grid.npy")) == 0
+    sample.sample(workdir=workdir, class_grid=True, num=20, out=str(tmp_path / "grid.png"),
+                  npy=str(tmp_path / "grid.npy"))
     images = np.load(tmp_path / "grid.npy")[..., 0].astype(np.float32) / 127.5 - 1
     labels = np.load(tmp_path / "grid.labels.npy")
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 20))
     for c in range(10):
         band = images[:, 2 * c:2 * c + 8]
         assert band[labels == c].mean() > band[labels != c].mean() + 0.3, c
-    assert sample.run(workdir=workdir, label=7, num=4, npy=str(tmp_path / "sevens.npy")) == 0
+    sample.sample(workdir=workdir, label=7, num=4, npy=str(tmp_path / "sevens.npy"))
     np.testing.assert_array_equal(np.load(tmp_path / "sevens.labels.npy"), [7, 7, 7, 7])
     # The run's own grid is a class grid: 10 rows of 8.
     from PIL import Image
@@ -192,32 +190,33 @@ def test_a_conditional_run_draws_each_class_as_the_data_has_it(conditional_run, 
     (dict(interpolate=True), "--interpolate of a conditional run needs --label: it interpolates "
                              "within a class"),
 ])
-def test_bad_class_requests_are_one_line(conditional_run, tmp_path, capsys, kwargs, message):
+def test_bad_class_requests_are_one_line(conditional_run, tmp_path, kwargs, message):
     workdir, _ = conditional_run
-    assert sample.run(workdir=workdir, out=str(tmp_path / "x.png"), **kwargs) == 1
-    assert capsys.readouterr().err.strip() == f"error: {message}"
+    with pytest.raises(UserError) as info:
+        sample.sample(workdir=workdir, out=str(tmp_path / "x.png"), **kwargs)
+    assert str(info.value) == message
 
 
-def test_an_unconditional_run_refuses_labels_and_class_grids(tmp_path, capsys):
+def test_an_unconditional_run_refuses_labels_and_class_grids(tmp_path):
     workdir = os.path.join(os.path.dirname(__file__), "data", "run_v0.1.0")  # any unconditional run
-    assert sample.run(workdir=workdir, label=3, out=str(tmp_path / "x.png")) == 1
-    assert "error: --label needs a conditional run" in capsys.readouterr().err
-    assert sample.run(workdir=workdir, class_grid=True, out=str(tmp_path / "x.png")) == 1
-    assert "error: --class_grid needs a conditional run" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--label needs a conditional run"):
+        sample.sample(workdir=workdir, label=3, out=str(tmp_path / "x.png"))
+    with pytest.raises(UserError, match="--class_grid needs a conditional run"):
+        sample.sample(workdir=workdir, class_grid=True, out=str(tmp_path / "x.png"))
 
 
 def test_evaluate_reports_the_conditional_metrics(conditional_run, tmp_path):
     workdir, _ = conditional_run
-    step, result, _ = evaluate.evaluate_checkpoint(workdir, num_samples=100)
+    step, result, _ = scoring.evaluate_checkpoint(workdir, num_samples=100)
     assert 0 <= result["cond_acc"] <= 1 and result["intra_fid"] > 0
     assert len(result["intra_fid_per_class"]) == 10
     assert result["intra_fid"] == pytest.approx(np.mean(result["intra_fid_per_class"]))
     assert result["evaluator_accuracy"] == 0.9956
     assert result["class_histogram"] and "d_acc" in result
     # The same numbers from the samples and their labels written by gan_jax.sample.
-    assert sample.run(workdir=workdir, num=100, npy=str(tmp_path / "s.npy")) == 0
+    sample.sample(workdir=workdir, num=100, npy=str(tmp_path / "s.npy"))
     labels = np.load(tmp_path / "s.labels.npy")
-    np.testing.assert_array_equal(labels, runs.balanced_labels(100, 10))
+    np.testing.assert_array_equal(labels, inference.balanced_labels(100, 10))
 
 
 @pytest.mark.skipif(not os.environ.get(MNIST_DIR_VAR), reason=f"set {MNIST_DIR_VAR} to real MNIST")
@@ -225,7 +224,7 @@ def test_the_test_split_against_itself_is_perfectly_conditional():
     """The evaluator classifies the test split with its own accuracy, and each class's images have
     the statistics of that class: intra-class FID 0."""
     test = idx.load_split(os.environ[MNIST_DIR_VAR], "test")
-    result = evaluate.evaluate_samples(test.images, "mnist", test.images, labels=test.labels,
+    result = scoring.evaluate_samples(test.images, "mnist", test.images, labels=test.labels,
                                        real_test_labels=test.labels)
     assert result["cond_acc"] == pytest.approx(result["evaluator_accuracy"], abs=1e-9)
     assert result["cond_acc"] == 0.9956
@@ -240,15 +239,13 @@ def test_a_conditional_run_resumes_bit_identically_and_trains_alike_on_4_devices
     resumed = train.train_and_evaluate(conditional_config(labelled_dir), workdir)
     assert trees_equal(resumed, reference)
     # One step on 4 devices from the same state gives the one-device step (every method at once).
-    one = parallel.DataParallel(conditional(tiny_config(labelled_dir), g="cbn", d="acgan"))
-    four = parallel.DataParallel(conditional(tiny_config(labelled_dir, num_devices=4), g="cbn", d="acgan"))
+    one = parallel_step(conditional(tiny_config(labelled_dir), g="cbn", d="acgan"))
+    four = parallel_step(conditional(tiny_config(labelled_dir, num_devices=4), g="cbn", d="acgan"))
     split = idx.load_split(labelled_dir, "train")
-    host = parallel.to_host(create_train_state(one.gan, 0))
-    data = input_pipeline.TrainData(split.images, steps.data_orders(
-        jax.random.wrap_key_data(host.key), 0, len(split.images)), split.labels)
-    expected, _ = one.train_step(one.put_state(host), one.put_data(data))
-    got, _ = four.train_step(four.put_state(host), four.put_data(data))
-    assert_same_training(four.get_state(got), one.get_state(expected), gauge_atol=1e-3)
+    host = devices.to_host(create_train_state(one.spec, 0))
+    expected, _ = one.train_steps(1)(one.put_states([host]), put_data(one, split.images, host, split.labels))
+    got, _ = four.train_steps(1)(four.put_states([host]), put_data(four, split.images, host, split.labels))
+    assert_same_training(four.get_states(got)[0], one.get_states(expected)[0], gauge_atol=1e-3)
 
 
 def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
@@ -257,7 +254,7 @@ def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
     assert len(states) == 2 and all(int(s.step) == 2 for s in states)
     assert not trees_equal(states[0].generator.params, states[1].generator.params)
     # A sweep's report summarizes the conditional metrics too.
-    rows, groups = evaluate.evaluate_sweep(str(tmp_path), workdir_lib.read_sweep(str(tmp_path)),
+    rows, groups = scoring.evaluate_sweep(str(tmp_path), read_sweep(str(tmp_path)),
                                            num_samples=100)
     assert [g["values"] for g in groups] == [{"ac_weight": 0.5}, {"ac_weight": 2.0}]
     for row, group in zip(rows, groups):

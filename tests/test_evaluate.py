@@ -1,4 +1,5 @@
-"""Tests of `gan_jax.evaluate`: checkpoint evaluation, scoring any images, the reference cache, the CLI.
+"""Tests of `gan_jax.evaluate` and `gan_jax.evaluation.scoring`: checkpoint evaluation, scoring any
+images, the reference cache, the CLI.
 
 One tiny run is trained once per session (`trained_workdir`, shared with tests/test_sample.py). Its
 metrics are computed with the shipped MNIST evaluator against the run's synthetic 16-image test split:
@@ -19,13 +20,12 @@ import pytest
 
 from helpers import MNIST_DIR_VAR, PYTHON, tiny_config
 from gan_jax import evaluate
-from gan_jax.data import idx
-from gan_jax.evaluation import images as image_arrays
-from gan_jax.data import batches as input_pipeline
-from gan_jax.reporting import pictures as plots
-from gan_jax.evaluation import reference
-from gan_jax.evaluation import restored as runs
-from gan_jax.errors import DataError
+from gan_jax.data import batches, idx, sources
+from gan_jax.errors import DataError, UserError
+from gan_jax.evaluation import images, reference, scoring
+from gan_jax.evaluation.restored import load_run
+from gan_jax.model import inference
+from gan_jax.reporting import pictures
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
 _TRAINED: dict[str, str] = {}
@@ -49,7 +49,7 @@ def workdir(tmp_path_factory, idx_dir) -> str:
 
 @pytest.fixture(scope="module")
 def evaluated(workdir) -> tuple[int, dict]:
-    step, result, path = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)
+    step, result, path = scoring.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)
     assert path == os.path.join(workdir, "eval", f"step_{step:07d}.json")
     return step, result
 
@@ -67,7 +67,7 @@ def _one_error_line(stderr: str) -> str:
 def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
     step, result = evaluated
     assert step == 6  # the latest checkpoint
-    assert set(result) == set(evaluate.METRIC_KEYS) | {"generator"}
+    assert set(result) == set(scoring.METRIC_KEYS) | {"generator"}
     assert result["generator"] == "ema"  # the run keeps one: it is the default
     assert result["fid"] >= 0 and math.isfinite(result["kid"]) and result["kid_std"] >= 0
     assert 1 - 1e-9 <= result["score"] <= 10 and result["score_std"] >= 0
@@ -85,17 +85,17 @@ def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
 
 def test_evaluation_is_deterministic_and_picks_the_step(workdir, evaluated):
     # The second call reads the reference statistics from the cache the first one wrote.
-    assert evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)[:2] == evaluated
-    step, result, _ = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, step=4)
+    assert scoring.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES)[:2] == evaluated
+    step, result, _ = scoring.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, step=4)
     assert step == 4 and result != evaluated[1]
     assert os.path.isfile(os.path.join(workdir, "eval", "step_0000004.json"))
-    _, other_seed, _ = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, seed=1)
+    _, other_seed, _ = scoring.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, seed=1)
     assert other_seed["fid"] != evaluated[1]["fid"]
 
 
 def test_training_evaluator_scores_the_generator(workdir):
-    run = runs.load_run(workdir)
-    evaluate_generator = evaluate.make_training_evaluator(run.config, workdir, num_samples=32)
+    run = load_run(workdir)
+    evaluate_generator = scoring.make_training_evaluator(run.config, workdir, num_samples=32)
     result = evaluate_generator(run.state)
     assert set(result) == {f"eval_{name}{suffix}" for name in ("fid", "kid", "score")
                            for suffix in ("", "_ema")}
@@ -107,17 +107,17 @@ def test_training_evaluator_scores_the_generator(workdir):
 
 def test_the_ema_generator_is_the_default_and_noema_picks_the_raw_one(workdir, evaluated):
     _, with_ema = evaluated
-    step, raw, path = evaluate.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, use_ema=False)
+    step, raw, path = scoring.evaluate_checkpoint(workdir, num_samples=NUM_SAMPLES, use_ema=False)
     assert raw["generator"] == "raw" and raw["fid"] != with_ema["fid"]
     assert path == os.path.join(workdir, "eval", "step_0000006_raw.json")
     with open(path) as f:
         assert json.load(f)["fid"] == raw["fid"]
     # The default really samples the EMA variables the checkpoint holds.
-    run = runs.load_run(workdir)
-    noise = runs.latent_noise(0, NUM_SAMPLES, run.config.latent_dim)
-    ema_images = runs.generate_images(run.gan, dict(run.state.generator_ema), noise)
-    test_images = input_pipeline.load_split(run.config.data, "test").images
-    assert evaluate.evaluate_samples(ema_images, "mnist", test_images)["fid"] == with_ema["fid"]
+    run = load_run(workdir)
+    noise = inference.latent_noise(0, NUM_SAMPLES, run.config.latent_dim)
+    ema_images = inference.generate_images(run.spec.generator, dict(run.state.generator_ema), noise)
+    test_images = sources.load_split(run.config.data, "test").images
+    assert scoring.evaluate_samples(ema_images, "mnist", test_images)["fid"] == with_ema["fid"]
 
 
 # --- Scoring images and the reference cache ------------------------------------------------------------
@@ -130,19 +130,19 @@ def _random_uint8(n: int, seed: int) -> np.ndarray:
 def test_reference_cache_is_reused_and_keyed_by_the_test_images(tmp_path):
     samples, real, other_real = _random_uint8(12, 0), _random_uint8(16, 1), _random_uint8(16, 2)
     cache = str(tmp_path / "eval" / "reference_mnist.npz")
-    uncached = evaluate.evaluate_samples(samples, "mnist", real)
-    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+    uncached = scoring.evaluate_samples(samples, "mnist", real)
+    assert scoring.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
     written = os.stat(cache)
-    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+    assert scoring.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
     reread = os.stat(cache)
     assert (reread.st_ino, reread.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not rewritten
     # Another test set must not be scored against the cached statistics of the first.
-    other = evaluate.evaluate_samples(samples, "mnist", other_real, reference_cache=cache)
-    assert other == evaluate.evaluate_samples(samples, "mnist", other_real)
+    other = scoring.evaluate_samples(samples, "mnist", other_real, reference_cache=cache)
+    assert other == scoring.evaluate_samples(samples, "mnist", other_real)
     assert other["fid"] != uncached["fid"]
     # A damaged cache is recomputed, not trusted.
     open(cache, "wb").write(b"not an npz")
-    assert evaluate.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
+    assert scoring.evaluate_samples(samples, "mnist", real, reference_cache=cache) == uncached
 
 
 def test_reference_cache_is_recomputed_for_other_evaluator_weights(tmp_path):
@@ -165,12 +165,12 @@ def test_reference_cache_is_recomputed_for_other_evaluator_weights(tmp_path):
 
 def test_discriminator_logits_give_d_acc():
     samples, real = _random_uint8(8, 0), _random_uint8(8, 1)
-    result = evaluate.evaluate_samples(samples, "mnist", real,
+    result = scoring.evaluate_samples(samples, "mnist", real,
                                        discriminator_logits=(np.ones(8), np.r_[-np.ones(6), np.ones(2)]))
     assert result["d_acc"] == (1.0 + 0.75) / 2
 
 
-@pytest.mark.parametrize("images, message", [
+@pytest.mark.parametrize("array, message", [
     (np.zeros((8, 28, 27), np.uint8), "N x 28 x 28 or N x 28 x 28 x 1"),
     (np.zeros((8, 28, 28, 3), np.uint8), "N x 28 x 28 or N x 28 x 28 x 1"),
     (np.zeros((0, 28, 28), np.uint8), "at least 4"),
@@ -178,9 +178,9 @@ def test_discriminator_logits_give_d_acc():
     (np.full((8, 28, 28), np.nan, np.float32), "NaN"),
     (np.zeros((8, 28, 28), np.int64), "dtype int64"),
 ])
-def test_unfit_images_are_refused(images, message):
+def test_unfit_images_are_refused(array, message):
     with pytest.raises(DataError) as raised:
-        image_arrays.as_images(images)
+        images.as_images(array)
     assert message in str(raised.value)
 
 
@@ -189,30 +189,33 @@ def test_unfit_images_are_refused(images, message):
 
 def test_samples_cli_scores_uint8_and_float_images_alike(workdir, idx_dir, tmp_path, python_env):
     """The real entry point on uint8 (N, 28, 28), in-process on the same images as float (N, 28, 28, 1)."""
-    run = runs.load_run(workdir)
-    noise = runs.latent_noise(5, 20, run.config.latent_dim)
-    pixels = plots.to_uint8(runs.generate_images(run.gan, run.generator_variables(), noise))
+    run = load_run(workdir)
+    noise = inference.latent_noise(5, 20, run.config.latent_dim)
+    pixels = pictures.to_uint8(inference.generate_images(run.spec.generator, run.generator_variables(),
+                                                         noise))
     np.save(tmp_path / "uint8.npy", pixels[..., 0])
-    np.save(tmp_path / "float.npy", np.asarray(input_pipeline.to_model_range(pixels)))
+    np.save(tmp_path / "float.npy", np.asarray(batches.to_model_range(pixels)))
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.evaluate", "--samples", str(tmp_path / "uint8.npy"), "--dataset=mnist",
          f"--data_dir={idx_dir}", "--json", str(tmp_path / "uint8.json")],
         env=python_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "FID" in result.stdout and "class histogram" in result.stdout
-    assert evaluate.run(samples=str(tmp_path / "float.npy"), dataset="mnist", data_dir=idx_dir,
-                        json_path=str(tmp_path / "float.json")) == 0
+    evaluate.evaluate(samples=str(tmp_path / "float.npy"), dataset="mnist", data_dir=idx_dir,
+                      json_path=str(tmp_path / "float.json"))
     from_uint8 = json.load(open(tmp_path / "uint8.json"))
     assert from_uint8 == json.load(open(tmp_path / "float.json"))
-    assert from_uint8["num_samples"] == 20 and set(evaluate.METRIC_KEYS) - set(from_uint8) == {"d_acc"}
+    assert from_uint8["num_samples"] == 20 and set(scoring.METRIC_KEYS) - set(from_uint8) == {"d_acc"}
 
 
-def test_workdir_cli_writes_the_json(workdir, tmp_path, capsys):
-    assert evaluate.run(workdir=workdir, num_samples=NUM_SAMPLES, json_path=str(tmp_path / "m.json")) == 0
+def test_workdir_cli_writes_the_json(workdir, tmp_path):
+    text, paths = evaluate.evaluate(workdir=workdir, num_samples=NUM_SAMPLES,
+                                    json_path=str(tmp_path / "m.json"))
+    assert paths == [os.path.join(workdir, "eval", "step_0000006.json"), str(tmp_path / "m.json")]
     written = json.load(open(tmp_path / "m.json"))
-    assert set(evaluate.METRIC_KEYS) <= set(written) and written["step"] == 6
+    assert set(scoring.METRIC_KEYS) <= set(written) and written["step"] == 6
     assert written == json.load(open(os.path.join(workdir, "eval", "step_0000006.json")))
-    assert "D accuracy" in capsys.readouterr().out
+    assert "D accuracy" in text
 
 
 def _bad_samples(tmp_path) -> dict[str, str]:
@@ -235,7 +238,7 @@ def _bad_samples(tmp_path) -> dict[str, str]:
     ("missing step", "no checkpoint at step 5"),
     ("both", "exactly one of --workdir"),
 ])
-def test_bad_input_is_one_error_line(case, message, workdir, idx_dir, tmp_path, capsys):
+def test_bad_input_is_one_error_line(case, message, workdir, idx_dir, tmp_path):
     files = _bad_samples(tmp_path)
     samples = dict(samples=files.get(case, str(tmp_path / "missing.npy")), dataset="mnist",
                    data_dir=idx_dir)
@@ -245,9 +248,9 @@ def test_bad_input_is_one_error_line(case, message, workdir, idx_dir, tmp_path, 
         "missing step": dict(workdir=workdir, step=5),
         "both": dict(workdir=workdir, samples=files["shape"]),
     }.get(case, samples)
-    assert evaluate.run(**kwargs) == 1
-    captured = capsys.readouterr()
-    assert message in _one_error_line(captured.err) and captured.out == ""
+    with pytest.raises(UserError) as info:
+        evaluate.evaluate(**kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_cli_error_exits_1_without_traceback(workdir, python_env):
@@ -274,8 +277,8 @@ def test_set_against_itself(mnist_test, tmp_path_factory) -> dict:
     data_dir, split = mnist_test
     folder = tmp_path_factory.mktemp("mnist_self")
     np.save(folder / "test.npy", split.images)
-    assert evaluate.run(samples=str(folder / "test.npy"), dataset="mnist", data_dir=data_dir,
-                        json_path=str(folder / "m.json")) == 0
+    evaluate.evaluate(samples=str(folder / "test.npy"), dataset="mnist", data_dir=data_dir,
+                      json_path=str(folder / "m.json"))
     return json.load(open(folder / "m.json"))
 
 
@@ -291,7 +294,7 @@ def test_real_test_set_against_itself_is_perfect(test_set_against_itself):
 def test_one_class_loses_coverage_and_recall(mnist_test, test_set_against_itself):
     _, split = mnist_test
     # 500 of the 1135 ones: smaller KID subsets and k-NN sets, a fraction of the time.
-    one_class = evaluate.evaluate_samples(split.images[split.labels == 1][:500], "mnist", split.images)
+    one_class = scoring.evaluate_samples(split.images[split.labels == 1][:500], "mnist", split.images)
     every_class = test_set_against_itself
     assert one_class["coverage_entropy"] < 0.1 < every_class["coverage_entropy"]
     assert one_class["recall"] < 0.2 < every_class["recall"]

@@ -23,11 +23,12 @@ import pytest
 from helpers import MNIST_DIR_VAR, PYTHON, REPO
 from gan_jax.data.idx import write_idx
 from gan_jax import evaluator
-from gan_jax.evaluation import quality as metrics
+from gan_jax.evaluation import quality
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator import train as evaluator_train
 from gan_jax.evaluator.model import ARCHITECTURE, FEATURE_DIM, NUM_CLASSES
-from gan_jax.data.batches import DATASETS, to_model_range
+from gan_jax.config import DATASETS
+from gan_jax.data.batches import to_model_range
 
 DATA_DIR_VARIABLES = {"mnist": MNIST_DIR_VAR, "fashion_mnist": "GAN_JAX_FASHION_MNIST_DIR"}
 
@@ -131,11 +132,14 @@ def test_uint8_images_are_converted_and_bad_images_refused(mnist_evaluator):
     pixels = np.asarray(jax.random.randint(jax.random.key(3), (5, 28, 28, 1), 0, 256), np.uint8)
     np.testing.assert_array_equal(mnist_evaluator.features(pixels),
                                   mnist_evaluator.features(np.asarray(to_model_range(pixels))))
-    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+    np.testing.assert_array_equal(mnist_evaluator.features(pixels[..., 0]),  # no channel axis
+                                  mnist_evaluator.features(pixels))
+    # The same checks as every image a user hands in (gan_jax.evaluation.images.as_images).
+    with pytest.raises(DataError, match=r"\[-1, 1\]"):
         mnist_evaluator.features(pixels.astype(np.float32))  # uint8 range in a float array
-    with pytest.raises(ValueError, match="NHWC"):
-        mnist_evaluator.features(np.zeros((5, 28, 28), np.float32))
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(DataError, match="N x 28 x 28 or N x 28 x 28 x 1"):
+        mnist_evaluator.features(np.zeros((5, 28, 27), np.float32))
+    with pytest.raises(DataError, match="0 image"):
         mnist_evaluator.features(np.zeros((0, 28, 28, 1), np.float32))
 
 
@@ -252,14 +256,14 @@ def test_real_test_accuracy(real):
 
 
 def test_real_classifier_score(real):
-    mean, _ = metrics.classifier_score(evaluator.softmax(real.test_logits))
+    mean, _ = quality.classifier_score(evaluator.softmax(real.test_logits))
     low, high = CLASSIFIER_SCORE_RANGE[real.dataset]
     assert low <= mean <= high
 
 
 def test_real_train_vs_test_fid_is_small_and_kid_near_zero(real):
-    assert metrics.fid(real.train_features, real.test_features) < MAX_TRAIN_TEST_FID[real.dataset]
-    kid_mean, kid_std = metrics.kid(real.train_features, real.test_features, num_subsets=20)
+    assert quality.fid(real.train_features, real.test_features) < MAX_TRAIN_TEST_FID[real.dataset]
+    kid_mean, kid_std = quality.kid(real.train_features, real.test_features, num_subsets=20)
     assert kid_mean < 3 * kid_std + 1e-3
 
 
@@ -271,13 +275,13 @@ def test_real_mode_collapse_lowers_coverage_and_recall(real):
     # are a fair sample of the data.
     healthy_features = real.train_features[:len(collapsed_features)]
 
-    real_entropy = metrics.class_coverage(real.test_logits).entropy
-    collapsed_entropy = metrics.class_coverage(collapsed_probs).entropy
+    real_entropy = quality.class_coverage(real.test_logits).entropy
+    collapsed_entropy = quality.class_coverage(collapsed_probs).entropy
     assert real_entropy > 0.99 * np.log(NUM_CLASSES)
     assert collapsed_entropy < 0.25 * real_entropy
 
-    healthy = metrics.precision_recall(real.test_features, healthy_features)
-    collapsed = metrics.precision_recall(real.test_features, collapsed_features)
+    healthy = quality.precision_recall(real.test_features, healthy_features)
+    collapsed = quality.precision_recall(real.test_features, collapsed_features)
     assert collapsed.recall < 0.5 * healthy.recall
-    assert metrics.fid(collapsed_features, real.test_features) > 20 * metrics.fid(
+    assert quality.fid(collapsed_features, real.test_features) > 20 * quality.fid(
         real.train_features, real.test_features)

@@ -13,16 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import PYTHON, REPO, TOLERANCE, assert_same_training, tiny_config, trees_equal
-from gan_jax import evaluate
-from gan_jax.training import parallel
-from gan_jax.evaluation import restored as runs
-from gan_jax import sample
-from gan_jax.training import steps
-from gan_jax import sweep
-from gan_jax import train
+from helpers import (PYTHON, REPO, TOLERANCE, assert_same_training, before_each_call, tiny_config,
+                     trees_equal)
+from gan_jax import evaluate, sample, sweep, train
 from gan_jax.errors import ConfigError
+from gan_jax.evaluation.restored import load_run
 from gan_jax.reporting.metrics_log import read_metrics
+from gan_jax.training import runs as runs_lib
+from gan_jax.training import steps
+from gan_jax.training.control import Interrupted
+from gan_jax.training.runs import RunsFailed
 
 NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
 SEEDS, VARY = [0, 1], {"g_lr": [1e-4, 3e-4]}
@@ -87,18 +87,18 @@ def test_a_runs_folder_works_with_evaluate_sample_and_train(swept, idx_dir, tmp_
     workdir, states = swept
     run_dir = str(tmp_path / "run_001")
     shutil.copytree(os.path.join(workdir, "run_001"), run_dir)
-    restored = runs.load_run(run_dir)
+    restored = load_run(run_dir)
     assert trees_equal(restored.state, states[1]) and restored.config.g_lr == 3e-4
-    assert sample.run(workdir=run_dir, num=4, npy=str(tmp_path / "s.npy")) == 0
+    assert "4-image sample" in sample.sample(workdir=run_dir, num=4, npy=str(tmp_path / "s.npy"))
     resumed = train.train_and_evaluate(tiny_config(idx_dir, seed=0, g_lr=3e-4, num_steps=8), run_dir)
     assert int(resumed.step) == 8
 
 
-def test_evaluate_scores_every_run_and_each_group_of_seeds(swept, tmp_path, capsys):
+def test_evaluate_scores_every_run_and_each_group_of_seeds(swept, tmp_path):
     workdir, _ = swept
     out = str(tmp_path / "sweep_eval.json")
-    assert evaluate.run(workdir=workdir, num_samples=16, json_path=out) == 0
-    printed = capsys.readouterr().out
+    printed, written = evaluate.evaluate(workdir=workdir, num_samples=16, json_path=out)
+    assert written == [out]
     assert "4 runs" in printed and "g_lr=0.0001: 2 seeds (0, 1)" in printed
     with open(out) as f:
         result = json.load(f)
@@ -119,40 +119,37 @@ def test_evaluate_scores_every_run_and_each_group_of_seeds(swept, tmp_path, caps
 def test_keys_that_change_the_program_cannot_vary(vary, message):
     (key, values), = vary.items()
     with pytest.raises(ConfigError, match=message):
-        sweep.parse_values(f"{key}={','.join(map(str, values))}")
+        runs_lib.parse_values(f"{key}={','.join(map(str, values))}")
 
 
 def test_terms_are_on_for_all_runs_or_for_none(idx_dir):
     with pytest.raises(ConfigError, match="r1_gamma must be all zero or all non-zero"):
-        sweep.plan(tiny_config(idx_dir, **{"model.d_norm": "none"}), [0], {"r1_gamma": [0.0, 1.0]})
+        runs_lib.plan_sweep(tiny_config(idx_dir, **{"model.d_norm": "none"}), "sweep", [0],
+                            {"r1_gamma": [0.0, 1.0]})
     with pytest.raises(ConfigError, match="seed twice"):
-        sweep.plan(tiny_config(idx_dir), [0, 0], {})
-    planned = sweep.plan(tiny_config(idx_dir, ema_decay=0.9), [3], {"ema_decay": [0.9, 0.99],
-                                                                    "d_lr": [1e-4, 2e-4]})
+        runs_lib.plan_sweep(tiny_config(idx_dir), "sweep", [0, 0], {})
+    planned = runs_lib.plan_sweep(tiny_config(idx_dir, ema_decay=0.9), "sweep", [3],
+                                  {"ema_decay": [0.9, 0.99], "d_lr": [1e-4, 2e-4]})
+    assert [run.workdir for run in planned] == [f"sweep/run_00{i}" for i in range(4)]
     assert [(r.seed, r.values) for r in planned] == [
         (3, {"ema_decay": 0.9, "d_lr": 1e-4}), (3, {"ema_decay": 0.9, "d_lr": 2e-4}),
         (3, {"ema_decay": 0.99, "d_lr": 1e-4}), (3, {"ema_decay": 0.99, "d_lr": 2e-4})]
 
 
 def test_an_interrupted_sweep_resumes_to_the_uninterrupted_one(swept, idx_dir, tmp_path, monkeypatch):
-    import os as os_module
-    compile_steps = parallel.SweepParallel.train_steps
     calls = []
 
-    def interrupting(self, num_steps):
-        step_fn = compile_steps(self, num_steps)
-
-        def counted(*args):
-            calls.append(None)
-            if len(calls) == 3:
-                os_module.kill(os_module.getpid(), signal.SIGTERM)
-            return step_fn(*args)
-        return counted
+    def count():
+        calls.append(None)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
     workdir = str(tmp_path / "interrupted")
     with monkeypatch.context() as patched:
-        patched.setattr(parallel.SweepParallel, "train_steps", interrupting)
-        with pytest.raises(train.Interrupted, match="interrupted at step 3"):
+        before_each_call(patched, count)
+        with pytest.raises(Interrupted, match="interrupted at step 3"):
             sweep.run_sweep(tiny_config(idx_dir), workdir, SEEDS, VARY)
+    with open(os.path.join(workdir, "sweep.json")) as f:  # it says so, not "training"
+        assert {r["status"] for r in json.load(f)["runs"]} == {"interrupted at step 3"}
     assert all(os.listdir(os.path.join(workdir, f"run_{i:03d}", "checkpoints")) == ["3"] for i in range(4))
     resumed = sweep.run_sweep(tiny_config(idx_dir), workdir, SEEDS, VARY)
     reference_dir, reference = swept
@@ -171,12 +168,12 @@ def test_a_run_whose_loss_becomes_nan_stops_and_the_others_finish(idx_dir, tmp_p
 
     def nan_for_one_run(state, data, *, gan, hp=None, axis_name=None):
         new, metrics = original(state, data, gan=gan, hp=hp, axis_name=axis_name)
-        hit = (new.step == 3) & (hp.g_lr > 2e-4)
+        hit = (new.step == 3) & (hp["g_lr"] > 2e-4)
         return new, {**metrics, "g_loss": jnp.where(hit, jnp.nan, metrics["g_loss"])}
     monkeypatch.setattr(steps, "train_step", nan_for_one_run)
     workdir = str(tmp_path / "nan")
-    with pytest.raises(sweep.RunsFailed, match=r"1 of 2 runs stopped: run_001: g_loss became nan at "
-                                               r"step 3 \(last good checkpoint: step 2\)"):
+    with pytest.raises(RunsFailed, match=r"1 of 2 runs stopped: run_001: g_loss became nan at step 3; "
+                                         r"stopped without saving \(last good checkpoint: step 2 in "):
         sweep.run_sweep(tiny_config(idx_dir, checkpoint_every=2), workdir, [0], VARY)
     with open(os.path.join(workdir, "sweep.json")) as f:
         status = {r["name"]: r["status"] for r in json.load(f)["runs"]}

@@ -1,4 +1,4 @@
-"""Tests for `gan_jax.tfds_idx`: the `tfds` data source, offline and without TensorFlow.
+"""Tests for `gan_jax.data.tfds_builders`: the `tfds` data source, offline and without TensorFlow.
 
 No test touches the network or ~/tensorflow_datasets: every load gets a data_dir under tmp_path, tfds's
 default data dir is pointed into tmp_path as well, and the lowest-level HTTP opener fails the test
@@ -23,8 +23,8 @@ from tensorflow_datasets.core.download import downloader as tfds_downloader
 from tensorflow_datasets.testing import mocking as tfds_mocking
 
 from gan_jax.data import idx
-from gan_jax.data import batches as input_pipeline
-from gan_jax.data import tfds_builders as tfds_idx
+from gan_jax.data import sources
+from gan_jax.data import tfds_builders
 from gan_jax.errors import DataError
 
 
@@ -52,16 +52,20 @@ def _serve_from(folder: str, monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
 
     fake = mock.Mock(side_effect=download)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", fake)
-    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)  # nothing to reach
+    monkeypatch.setattr(tfds_builders, "_check_reachable", lambda urls, dataset: None)  # nothing to reach
     return fake
 
 
-def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch):
-    """A name that does not resolve (RFC 2606's .invalid) ends the download before tfds's retries."""
+def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch, tmp_path):
+    """A name that does not resolve (RFC 2606's .invalid) ends the download before tfds's retries,
+    and the line says what to do instead: the training commands' flags by default, or the caller's."""
+    monkeypatch.setattr(tfds_builders.GanJaxMnist, "BASE_URL", "https://nowhere.invalid/")
     with pytest.raises(DataError, match=r"cannot reach nowhere.invalid:443 to download mnist .*no "
-                                        r"network.*data.source=idx") as info:
-        tfds_idx._check_reachable(["https://nowhere.invalid/train-images-idx3-ubyte.gz"], "mnist")
+                                        r"network.*; use --config.data.source=idx") as info:
+        tfds_builders.load("mnist", "test", data_dir=str(tmp_path / "a"))
     assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match=r"no network.*\]; give --data_dir$"):
+        tfds_builders.load("mnist", "test", data_dir=str(tmp_path / "b"), offline_hint="give --data_dir")
 
 
 def test_reachability_is_checked_where_requests_would_connect(monkeypatch):
@@ -71,11 +75,11 @@ def test_reachability_is_checked_where_requests_would_connect(monkeypatch):
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        tfds_idx._check_reachable([f"http://127.0.0.1:{port}/file.gz"], "mnist")
+        tfds_builders._check_reachable([f"http://127.0.0.1:{port}/file.gz"], "mnist")
         monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        tfds_idx._check_reachable(["https://nowhere.invalid/file.gz"], "mnist")  # the proxy answers
+        tfds_builders._check_reachable(["https://nowhere.invalid/file.gz"], "mnist")  # the proxy answers
 
 
 def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypatch):
@@ -85,7 +89,7 @@ def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypat
     monkeypatch.setitem(sys.modules, "importlib_resources", None)
 
     for split in idx.SPLITS:
-        got = tfds_idx.load("mnist", split, data_dir=data_dir)
+        got = tfds_builders.load("mnist", split, data_dir=data_dir)
         want = idx.load_split(idx_dir, split)
         assert got.images.dtype == np.uint8 and got.labels.dtype == np.uint8
         assert got.images.shape == want.images.shape and got.images.shape[1:] == (28, 28, 1)
@@ -97,22 +101,22 @@ def test_prepares_offline_and_matches_the_idx_route(tmp_path, idx_dir, monkeypat
     assert download.call_count == 1  # both splits come from one prepare
     assert list((tmp_path / "tfds" / "gan_jax_mnist" / "1.0.0").glob("*-train.array_record-*"))
 
-    again = tfds_idx.load("mnist", "train", data_dir=data_dir)
+    again = tfds_builders.load("mnist", "train", data_dir=data_dir)
     assert download.call_count == 1  # reused the prepared data
     np.testing.assert_array_equal(again.images, idx.load_split(idx_dir, "train").images)
 
 
 def test_fashion_mnist_is_a_separate_dataset(tmp_path, idx_dir, monkeypatch):
     download = _serve_from(idx_dir, monkeypatch)
-    tfds_idx.load("fashion_mnist", "test", data_dir=str(tmp_path / "tfds"))
+    tfds_builders.load("fashion_mnist", "test", data_dir=str(tmp_path / "tfds"))
     (urls,), _ = download.call_args
-    base_url = tfds_idx.GanJaxFashionMnist.BASE_URL
+    base_url = tfds_builders.GanJaxFashionMnist.BASE_URL
     assert all(url.startswith(base_url) for group in urls.values() for url in group)
     assert (tmp_path / "tfds" / "gan_jax_fashion_mnist" / "1.0.0").is_dir()
 
 
 def test_every_url_has_a_pinned_checksum():
-    for builder in tfds_idx.BUILDERS.values():
+    for builder in tfds_builders.BUILDERS.values():
         stems = [stem for pair in idx.IDX_FILES.values() for stem in pair]
         urls = {builder.BASE_URL + stem + ".gz" for stem in stems}
         assert set(builder.url_infos) == urls
@@ -125,7 +129,7 @@ def test_load_split_under_mock_data(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds_mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
     config = ml_collections.ConfigDict({"source": "tfds", "name": "mnist", "dir": str(tmp_path)})
     with tfds.testing.mock_data(num_examples=7, data_dir=str(tmp_path)):
-        split = input_pipeline.load_split(config, "train")
+        split = sources.load_split(config, "train")
     assert split.images.shape == (7, 28, 28, 1) and split.images.dtype == np.uint8
     assert split.labels.shape == (7,) and split.labels.dtype == np.uint8
     assert split.labels.max() < 10
@@ -144,16 +148,16 @@ def test_a_failed_download_is_a_data_error_and_a_later_load_recovers(tmp_path, i
         raise requests.exceptions.ConnectionError(
             f"Max retries exceeded with url: {url}\n(Caused by NameResolutionError)")
 
-    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)
+    monkeypatch.setattr(tfds_builders, "_check_reachable", lambda urls, dataset: None)
     monkeypatch.setattr(tfds_downloader, "_open_url", unreachable)
     data_dir = str(tmp_path / "tfds")
     with pytest.raises(DataError) as raised:
-        tfds_idx.load("mnist", "train", data_dir=data_dir)
+        tfds_builders.load("mnist", "train", data_dir=data_dir)
     message = _assert_one_line(raised.value)
     assert "cannot download mnist" in message and "data.source=idx" in message
 
     _serve_from(idx_dir, monkeypatch)  # the failed attempt left nothing that blocks a new one
-    split = tfds_idx.load("mnist", "train", data_dir=data_dir)
+    split = tfds_builders.load("mnist", "train", data_dir=data_dir)
     np.testing.assert_array_equal(split.labels, idx.load_split(idx_dir, "train").labels)
 
 
@@ -163,18 +167,18 @@ def test_checksum_mismatch_is_a_data_error(tmp_path, monkeypatch):
         response = mock.Mock(url=url, headers={"Content-Disposition": 'attachment; filename="f.gz"'})
         yield response, iter([b"not the published file"])
 
-    monkeypatch.setattr(tfds_idx, "_check_reachable", lambda urls, dataset: None)
+    monkeypatch.setattr(tfds_builders, "_check_reachable", lambda urls, dataset: None)
     monkeypatch.setattr(tfds_downloader, "_open_url", wrong_file)
     with pytest.raises(DataError, match="sha256") as raised:
-        tfds_idx.load("mnist", "test", data_dir=str(tmp_path / "tfds"))
+        tfds_builders.load("mnist", "test", data_dir=str(tmp_path / "tfds"))
     _assert_one_line(raised.value)
 
 
 def test_unknown_name_or_split_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'cifar10'"):
-        tfds_idx.load("cifar10", "train", data_dir=str(tmp_path))
+        tfds_builders.load("cifar10", "train", data_dir=str(tmp_path))
     with pytest.raises(DataError, match="unknown split 'validation'"):
-        tfds_idx.load("mnist", "validation", data_dir=str(tmp_path))
+        tfds_builders.load("mnist", "validation", data_dir=str(tmp_path))
 
 
 def test_unusable_data_dir_is_a_data_error(tmp_path, idx_dir, monkeypatch):
@@ -182,5 +186,5 @@ def test_unusable_data_dir_is_a_data_error(tmp_path, idx_dir, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # a data_dir below a file cannot be created, even by root
     with pytest.raises(DataError, match="cannot prepare or read mnist") as raised:
-        tfds_idx.load("mnist", "train", data_dir=str(blocker / "tfds"))
+        tfds_builders.load("mnist", "train", data_dir=str(blocker / "tfds"))
     _assert_one_line(raised.value)

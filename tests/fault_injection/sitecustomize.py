@@ -16,7 +16,7 @@ _FAULT = os.environ.get("GAN_JAX_TEST_FAULT", "")
 if _FAULT:
     import jax.numpy as jnp
 
-    from gan_jax import steps
+    from gan_jax.training import steps
 
     _kind, _step = _FAULT.split("=")
     _step = int(_step)
