@@ -39,6 +39,7 @@ def test_flop_count_follows_the_config():
     assert 3 * base < flops.train_step_flops_per_image(config) < 4 * base  # widths enter squared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call", [1, 3])
 def test_bench_times_the_real_step(idx_dir, steps_per_call):
     config = tiny_config(idx_dir, steps_per_call=steps_per_call, log_every=3, sample_every=3,
@@ -55,6 +56,7 @@ def test_bench_times_the_real_step(idx_dir, steps_per_call):
     assert row["loop"] == ("single" if steps_per_call == 1 else "rolled")
 
 
+@pytest.mark.slow
 def test_cli_writes_json_lines(tmp_path, python_env):
     out = tmp_path / "bench.jsonl"
     result = subprocess.run(
@@ -70,6 +72,7 @@ def test_cli_writes_json_lines(tmp_path, python_env):
     assert "GFLOP per image" in result.stdout and "steps/s" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_bad_list(tmp_path, python_env):
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.bench", "--config", os.path.join(REPO, "experiments", "mnist.py"),
@@ -77,6 +80,7 @@ def test_cli_bad_list(tmp_path, python_env):
     assert result.returncode == 1 and "error: expected comma-separated integers" in result.stderr
 
 
+@pytest.mark.slow
 def test_epoch_runs_the_training_loop_and_reports_its_peak_memory(idx_dir):
     """--epoch: one epoch of train_and_evaluate (here 8 steps of 8 of 64 images) and its peak RSS."""
     config = tiny_config(idx_dir, log_every=4, sample_every=4, checkpoint_every=4)

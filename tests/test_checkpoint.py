@@ -96,6 +96,7 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
     assert int(state.step) == 6
 
 
+@pytest.mark.slow
 def test_round_trip_with_ema_and_spectral_norm(idx_dir, tmp_path):
     """The EMA and spectral normalization's vectors are part of the saved state."""
     gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.99, **{"model.d_norm": "spectral"}))

@@ -12,6 +12,8 @@ from PIL import Image
 
 from helpers import MNIST_DIR_VAR, PYTHON, REPO, write_idx_dataset
 
+pytestmark = pytest.mark.slow  # every test here starts the commands as subprocesses
+
 TINY = ["--config", os.path.join(REPO, "experiments", "mnist.py:tiny"), "--config.batch_size=8",
         "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
         "--config.num_devices=1"]

@@ -45,6 +45,7 @@ def labelled_dir(tmp_path_factory):
                              class_images=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
 def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
     gan = GANSpec.from_config(conditional(load_experiment("mnist"), *conditions))
@@ -65,6 +66,7 @@ def test_each_conditioning_method_has_its_parameters_and_shapes(conditions):
         assert classes.shape == (2, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conditions", PARAMETER_COUNTS)
 def test_the_label_changes_what_each_network_computes(conditions):
     gan = GANSpec.from_config(conditional(load_experiment("mnist"), *conditions))
@@ -104,6 +106,7 @@ def test_g_is_asked_for_labels_drawn_uniformly_from_the_steps_key(labelled_dir):
     assert steps.draw_labels(GANSpec.from_config(tiny_config(labelled_dir)), jax.random.key(0)) is None
 
 
+@pytest.mark.slow
 def test_the_step_gathers_each_batchs_labels_with_its_images(labelled_dir, monkeypatch):
     """d_step gets the labels at the very indices of its real images (d_steps=2: two batches)."""
     config = conditional(tiny_config(labelled_dir, d_steps=2), g="concat", d="concat")
@@ -127,6 +130,7 @@ def test_the_step_gathers_each_batchs_labels_with_its_images(labelled_dir, monke
         np.testing.assert_allclose(real, batches.to_model_range(split.images[batch]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_acgan_adds_its_classifier_losses_to_both_networks(labelled_dir):
     gan = GANSpec.from_config(conditional(tiny_config(labelled_dir, ac_weight=0.5), g="concat", d="acgan"))
     state = create_train_state(gan, seed=0)
@@ -164,6 +168,7 @@ def conditional_run(labelled_dir, tmp_path_factory):
     return workdir, train.train_and_evaluate(conditional_config(labelled_dir), workdir)
 
 
+@pytest.mark.slow
 def test_a_conditional_run_draws_each_class_as_the_data_has_it(conditional_run, tmp_path):
     """Class c of the data is bright in rows 2c..2c+8: G's samples of class c are too, brighter
     there than the other classes' samples (a class grid, the same noise in every row)."""
@@ -220,6 +225,7 @@ def test_evaluate_reports_the_conditional_metrics(conditional_run, tmp_path):
 
 
 @pytest.mark.skipif(not os.environ.get(MNIST_DIR_VAR), reason=f"set {MNIST_DIR_VAR} to real MNIST")
+@pytest.mark.slow
 def test_the_test_split_against_itself_is_perfectly_conditional():
     """The evaluator classifies the test split with its own accuracy, and each class's images have
     the statistics of that class: intra-class FID 0."""
@@ -231,6 +237,7 @@ def test_the_test_split_against_itself_is_perfectly_conditional():
     assert result["intra_fid"] == pytest.approx(0, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_a_conditional_run_resumes_bit_identically_and_trains_alike_on_4_devices(conditional_run,
                                                                                  labelled_dir, tmp_path):
     _, reference = conditional_run
@@ -248,6 +255,7 @@ def test_a_conditional_run_resumes_bit_identically_and_trains_alike_on_4_devices
     assert_same_training(four.get_states(got)[0], one.get_states(expected)[0], gauge_atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_sweep_of_a_conditional_config(labelled_dir, tmp_path):
     config = conditional(tiny_config(labelled_dir, num_steps=2), g="concat", d="acgan")
     states = sweep.run_sweep(config, str(tmp_path), [1], {"ac_weight": [0.5, 2.0]})

@@ -106,12 +106,14 @@ def assert_fast_matches_xla(x: jax.Array, kernel: jax.Array, strides: tuple, pad
         assert_close(got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", LAYERS)
 def test_fast_matches_xla_on_generator_layers(layer: str) -> None:
     in_shape, kernel_shape, strides, padding = LAYERS[layer]
     assert_fast_matches_xla(*random_inputs(0, (BATCH, *in_shape), kernel_shape), strides, padding)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
     ((5, 4), (2, 3), (2, 3), "SAME"),  # stride > K - 1: lax pads low by K - 1
     ((5, 4), (3, 4), (2, 3), "SAME"),  # uneven (low, high) padding
@@ -127,6 +129,7 @@ def test_fast_matches_xla_on_other_shapes(x_hw: tuple, kernel_hw: tuple, strides
     assert_fast_matches_xla(x, kernel, strides, padding)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
     ((1, 1), (3, 3), (1, 1), ((2, 2), (2, 2))),  # the generator's 1x1 case; lo=K-1 is "VALID"
     ((1, 1), (3, 2), (2, 1), ((1, 3), (0, 1))),  # 1x1 input, crop on one side, pad on the other
@@ -145,6 +148,7 @@ def test_matches_scatter_add_reference(impl: str, x_hw: tuple, kernel_hw: tuple,
     assert_close(conv_transpose(x, kernel, strides, padding, impl), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
     ((5, 3), (4, 2), (3, 1), ((5, 1), (1, 1))),  # low padding beyond K - 1
     ((3, 2), (2, 1), (2, 1), ((5, -2), (0, 0))),  # beyond K - 1 on one side, negative on the other
@@ -173,6 +177,7 @@ def test_vmap_of_grad_matches_xla() -> None:
         assert_close(got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", LAYERS)
 def test_bfloat16_in_bfloat16_out(layer: str) -> None:
     in_shape, kernel_shape, strides, padding = LAYERS[layer]
@@ -204,6 +209,7 @@ def test_unknown_impl_or_padding_raises() -> None:
         conv_transpose(x, kernel, (1, 1), "FULL", impl="fast")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, kernel_shape", [((4, 28, 28, 1), (4, 4, 1, 8)),
                                                  ((4, 14, 14, 8), (4, 4, 8, 16)),
                                                  ((3, 9, 9, 2), (3, 3, 2, 5)),
@@ -241,6 +247,7 @@ def correlation_reference(x: np.ndarray, kernel: np.ndarray, strides: tuple[int,
                      for i in range(rows)], axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_hw, kernel_hw, strides, padding", [
     ((6, 4), (3, 2), (1, 1), ((-4, 3), (0, 0))),
     ((8, 1), (4, 1), (3, 1), ((-4, 3), (0, 0))),
@@ -255,6 +262,7 @@ def test_conv_with_negative_padding_matches_the_reference(x_hw, kernel_hw, strid
                              lambda x, k: correlation_reference(x, k, strides, padding), x, kernel, 11)
 
 
+@pytest.mark.slow
 def test_every_convolution_of_a_rolled_training_loop_is_canonical(idx_dir):
     """XLA:CPU canonicalizes convolutions only outside loops; a non-canonical one left inside a
     rolled lax.scan runs as a naive loop (~100x slower). The model's convolutions and their

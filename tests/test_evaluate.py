@@ -64,6 +64,7 @@ def _one_error_line(stderr: str) -> str:
 # --- Checkpoints ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_reports_every_metric_in_range(workdir, evaluated):
     step, result = evaluated
     assert step == 6  # the latest checkpoint
@@ -187,6 +188,7 @@ def test_unfit_images_are_refused(array, message):
 # --- Command line --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_samples_cli_scores_uint8_and_float_images_alike(workdir, idx_dir, tmp_path, python_env):
     """The real entry point on uint8 (N, 28, 28), in-process on the same images as float (N, 28, 28, 1)."""
     run = load_run(workdir)
@@ -253,6 +255,7 @@ def test_bad_input_is_one_error_line(case, message, workdir, idx_dir, tmp_path):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_error_exits_1_without_traceback(workdir, python_env):
     result = subprocess.run([PYTHON, "-m", "gan_jax.evaluate", f"--workdir={workdir}", "--step=5"],
                             env=python_env, capture_output=True, text=True, timeout=300)
@@ -282,6 +285,7 @@ def test_set_against_itself(mnist_test, tmp_path_factory) -> dict:
     return json.load(open(folder / "m.json"))
 
 
+@pytest.mark.slow
 def test_real_test_set_against_itself_is_perfect(test_set_against_itself):
     result = test_set_against_itself
     assert result["fid"] < 1e-6
@@ -291,6 +295,7 @@ def test_real_test_set_against_itself_is_perfect(test_set_against_itself):
     assert abs(result["kid"]) < 3 * result["kid_std"]  # unbiased: zero within its spread
 
 
+@pytest.mark.slow
 def test_one_class_loses_coverage_and_recall(mnist_test, test_set_against_itself):
     _, split = mnist_test
     # 500 of the 1135 ones: smaller KID subsets and k-NN sets, a fraction of the time.

@@ -176,6 +176,7 @@ def _train_tiny(data_dir: str, out_dir: str) -> dict:
                                learning_rate=3e-3, date="2000-01-01", command="test", log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_training_writes_loadable_weights_and_is_deterministic(tiny_dataset, tmp_path):
     first = _train_tiny(tiny_dataset, str(tmp_path / "a"))
     second = _train_tiny(tiny_dataset, str(tmp_path / "b"))
@@ -199,6 +200,7 @@ def test_training_rejects_bad_input(tmp_path):
         evaluator_train.run("mnist", str(tmp_path), str(tmp_path), None, 0, 128, 1e-3, None, "test")
 
 
+@pytest.mark.slow
 def test_training_command_prints_one_error_line(tmp_path, python_env):
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.evaluator.train", "--dataset", "mnist", "--data_dir",
@@ -250,23 +252,27 @@ def real(request) -> RealOutputs:
     return RealOutputs(dataset, test.labels, test_logits, test_features, ev.features(train.images[subset]))
 
 
+@pytest.mark.slow
 def test_real_test_accuracy(real):
     accuracy = float(np.mean(np.argmax(real.test_logits, axis=1) == real.test_labels))
     assert accuracy >= MIN_ACCURACY[real.dataset]
 
 
+@pytest.mark.slow
 def test_real_classifier_score(real):
     mean, _ = quality.classifier_score(evaluator.softmax(real.test_logits))
     low, high = CLASSIFIER_SCORE_RANGE[real.dataset]
     assert low <= mean <= high
 
 
+@pytest.mark.slow
 def test_real_train_vs_test_fid_is_small_and_kid_near_zero(real):
     assert quality.fid(real.train_features, real.test_features) < MAX_TRAIN_TEST_FID[real.dataset]
     kid_mean, kid_std = quality.kid(real.train_features, real.test_features, num_subsets=20)
     assert kid_mean < 3 * kid_std + 1e-3
 
 
+@pytest.mark.slow
 def test_real_mode_collapse_lowers_coverage_and_recall(real):
     one_class = real.test_labels == 1
     collapsed_features = real.test_features[one_class]

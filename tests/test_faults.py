@@ -22,6 +22,8 @@ import pytest
 from helpers import PYTHON, REPO, read_tensorboard, write_idx_dataset
 from test_cli import TINY, assert_one_line_error, idx_args
 
+pytestmark = pytest.mark.slow  # every test here starts the commands as subprocesses
+
 FAULT_INJECTION = os.path.join(REPO, "tests", "fault_injection")
 # Every step logged, so whichever step a fault meets is a log step; checkpoints every 2 steps.
 CADENCES = ["--config.log_every=1", "--config.sample_every=100000", "--config.checkpoint_every=2"]

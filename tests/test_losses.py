@@ -99,6 +99,7 @@ def _directional_check(penalty, params, seed):
     return analytic
 
 
+@pytest.mark.slow
 def test_r1_and_gradient_penalty_through_the_real_discriminator(tiny_d64):
     """The penalties' values against finite differences of D in its input, and their parameter
     gradients (a gradient of a gradient through the custom conv VJPs) against finite differences."""

@@ -66,6 +66,7 @@ def test_pytorch_init_uses_pytorch_fan_in(default_state):
     assert np.all(np.asarray(g["BatchNorm_0"]["scale"]) == 1)
 
 
+@pytest.mark.slow
 def test_dcgan_init():
     config = load_experiment("mnist")
     config.model.init_scheme = "dcgan"
@@ -77,6 +78,7 @@ def test_dcgan_init():
     assert scale.std() == pytest.approx(0.02, rel=0.5) and scale.mean() == pytest.approx(1, abs=0.01)
 
 
+@pytest.mark.slow
 def test_widths_come_from_the_config():
     config = load_experiment("mnist")
     config.model.g_width, config.model.d_width, config.latent_dim = 8, 4, 10
@@ -85,6 +87,7 @@ def test_widths_come_from_the_config():
     assert state.discriminator.params["Conv_1"]["kernel"].shape == (4, 4, 4, 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["spectral", "none"])
 def test_discriminator_without_batch_norm(norm):
     """Without BatchNorm, D loses its 2 x 128 scale and shift; spectral normalization keeps one
@@ -103,6 +106,7 @@ def test_discriminator_without_batch_norm(norm):
                          enumerate(["Conv_0", "Conv_1", "Dense_0"]) for v in ("sigma", "u")]
 
 
+@pytest.mark.slow
 def test_spectral_norm_divides_each_weight_by_its_largest_singular_value():
     """Power iteration in training mode converges to numpy's largest singular value, and D then
     computes with the weights divided by it."""

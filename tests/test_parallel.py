@@ -68,6 +68,7 @@ def one_device_trajectory(idx_dir, images):
     return hosts, metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_devices, mode", [(2, "pmap"), (4, "pmap"), (4, "shard_map")])
 def test_n_devices_train_what_one_device_trains(one_device_trajectory, idx_dir, images, num_devices,
                                                mode):
@@ -96,6 +97,7 @@ def test_n_devices_train_what_one_device_trains(one_device_trajectory, idx_dir, 
         assert all(np.array_equal(s, shards[0]) for s in shards)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pmap", "shard_map"])
 def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):
     """Losses, penalties, spectral normalization, several D updates and the EMA: each of the first
@@ -119,6 +121,7 @@ def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):
             assert abs(float(got_metrics[name]) - float(expected_metrics[name])) < TOLERANCE, name
 
 
+@pytest.mark.slow
 def test_pmap_and_shard_map_agree_bitwise(idx_dir, images):
     pmapped, _, _ = run_steps(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel="pmap"),
                               images, 5)
@@ -128,6 +131,7 @@ def test_pmap_and_shard_map_agree_bitwise(idx_dir, images):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_n_devices_compute_the_same_generator_function(one_device_trajectory, idx_dir, images):
     """The gauge leaves differ, the function G trains with does not: its batch outputs agree closely.
 
@@ -161,6 +165,7 @@ def _convolutions_in_ynnpack_fusions(hlo: str) -> int:
     return sum(body.count(" convolution(") for body in bodies)
 
 
+@pytest.mark.slow
 def test_cpu_train_step_keeps_its_convolutions_out_of_ynnpack(idx_dir, images):
     """On CPU the step compiles with devices.compiler_options(): convolutions on XLA's Eigen path,
     measured faster for this model than YNNPACK, which XLA picks by default."""
@@ -189,6 +194,7 @@ def test_compiler_options_fall_back_to_defaults_where_xla_lacks_them(monkeypatch
         devices.compiler_options.cache_clear()
 
 
+@pytest.mark.slow
 def test_resume_on_fewer_or_more_devices_than_saved_on(idx_dir, tmp_path):
     """Checkpoints hold one unreplicated copy: a 4-device run continues on 2 devices or 1, and a
     1-device run on 4."""
@@ -229,6 +235,7 @@ def two_device_env(python_env):
     return dict(python_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, tmp_path,
                                                                         two_device_env):
     workdir, port = tmp_path / "two_processes", _free_port()
@@ -250,6 +257,7 @@ def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, 
     assert sorted(os.listdir(workdir / "samples")) == ["step_0000010.png", "step_0000020.png"]
 
 
+@pytest.mark.slow
 def test_a_dead_peer_ends_the_other_process_in_bounded_time(idx_dir, tmp_path, two_device_env):
     workdir, port = tmp_path / "dies", _free_port()
     long_run = ["--config.num_steps=1000000", "--config.checkpoint_every=1000000"]

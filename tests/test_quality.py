@@ -80,6 +80,7 @@ def test_feature_stats_are_float64_mean_and_unbiased_covariance():
 # --- KID -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(0)
     a, b = _gaussian(rng, 3000, 16), _gaussian(rng, 3000, 16)

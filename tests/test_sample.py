@@ -41,6 +41,7 @@ def test_slerp_ends_exactly_at_its_endpoints_and_keeps_the_norm():
     np.testing.assert_array_equal(sampling.slerp(z0, z0, np.array([0.5]))[0], z0)  # parallel: no 0/0
 
 
+@pytest.mark.slow
 def test_cli_writes_a_grid_and_an_npy(workdir, tmp_path, python_env):
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.sample", f"--workdir={workdir}", "--num=10", f"--out={tmp_path / 'g.png'}",

@@ -31,6 +31,7 @@ def setup(idx_dir):
     return gan, state, real, d_step, g_step
 
 
+@pytest.mark.slow
 def test_d_step_changes_only_the_discriminator(setup):
     _, state, real, d_step, _ = setup
     new, metrics = d_step(state, real, jax.random.key(1))
@@ -42,6 +43,7 @@ def test_d_step_changes_only_the_discriminator(setup):
     assert 0 < float(metrics["d_real"]) < 1 and 0 < float(metrics["d_fake"]) < 1
 
 
+@pytest.mark.slow
 def test_g_step_changes_only_the_generator(setup):
     _, state, real, _, g_step = setup
     new, metrics = g_step(state, real, jax.random.key(1))
@@ -60,6 +62,7 @@ def test_same_key_same_result_other_key_other_result(setup):
     assert float(ma["d_loss"]) != float(mc["d_loss"])
 
 
+@pytest.mark.slow
 def test_cycle_term_adds_weighted_l1_to_the_generator_loss(setup, idx_dir):
     gan, state, real, _, g_step = setup
     weighted = GANSpec.from_config(tiny_config(idx_dir, cycle_weight=0.5))
@@ -83,6 +86,7 @@ def _logits_of_a_d_step(gan, state, real, key):
     return real_logits, fake_logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, penalty", [
     ({"loss": "hinge"}, None),
     ({"loss": "ls"}, None),
@@ -115,6 +119,7 @@ def test_d_step_uses_the_configured_loss(idx_dir, overrides, penalty):
     assert not trees_equal(new.discriminator.params, state.discriminator.params)
 
 
+@pytest.mark.slow
 def test_g_step_uses_the_configured_loss(idx_dir):
     from gan_jax.model import losses
     gan = GANSpec.from_config(tiny_config(idx_dir, loss="hinge"))
@@ -128,6 +133,7 @@ def test_g_step_uses_the_configured_loss(idx_dir):
     assert float(metrics["g_loss"]) == pytest.approx(float(losses.generator_loss("hinge", logits)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_d_steps_updates_d_on_consecutive_batches_with_their_own_noise(idx_dir):
     """With d_steps=2 a step is d_step(batch 2s), d_step(batch 2s+1), g_step, each with its own key;
     D's metrics are the mean of its two updates."""
@@ -183,6 +189,7 @@ def test_ema_copies_the_generator_until_ema_start(idx_dir):
     assert not trees_equal(after.generator_ema, moved.generator.variables())
 
 
+@pytest.mark.slow
 def test_train_step_keeps_the_ema_and_samples_from_it(idx_dir):
     """Through the real step: with decay 0 the average is G itself, bit for bit, after each step."""
     gan = GANSpec.from_config(tiny_config(idx_dir, ema_decay=0.9))
@@ -200,6 +207,7 @@ def test_train_step_keeps_the_ema_and_samples_from_it(idx_dir):
     assert trees_equal(averaged.sampling_variables(use_ema=False), averaged.generator.variables())
 
 
+@pytest.mark.slow
 def test_train_step_advances_and_is_deterministic(setup):
     gan, state, _, _, _ = setup
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
@@ -225,6 +233,7 @@ def test_adam_uses_the_configured_hyperparameters(idx_dir):
         np.testing.assert_array_equal(got["w"], want["w"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unroll", [True, False])
 def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
     """steps_per_call only changes how steps are dispatched: same results to float32 rounding."""
@@ -244,6 +253,7 @@ def test_k_steps_per_call_equal_k_single_steps(setup, idx_dir, unroll):
         np.testing.assert_allclose(stacked[name], [m[name] for m in metrics], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
     """The generator's conv-transpose implementation is one config field with the same parameters."""
     images = jax.random.randint(jax.random.key(0), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
@@ -259,6 +269,7 @@ def test_fast_and_xla_transposed_convolutions_train_alike(idx_dir):
         np.testing.assert_allclose(values, results["xla"][1][name], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_state_and_finite_losses(idx_dir):
     gan = GANSpec.from_config(tiny_config(idx_dir, **{"model.compute_dtype": "bfloat16"}))
     state = create_train_state(gan, seed=0)

@@ -40,6 +40,7 @@ def swept(idx_dir, tmp_path_factory):
     return workdir, sweep.run_sweep(tiny_config(idx_dir), workdir, SEEDS, VARY)
 
 
+@pytest.mark.slow
 def test_the_runs_are_the_product_of_seeds_and_values(swept):
     workdir, states = swept
     with open(os.path.join(workdir, "sweep.json")) as f:
@@ -56,6 +57,7 @@ def test_the_runs_are_the_product_of_seeds_and_values(swept):
         assert sorted(os.listdir(os.path.join(workdir, run["name"], "checkpoints"))) == ["4", "6"]
 
 
+@pytest.mark.slow
 def test_each_run_is_the_run_train_makes_with_its_seed_and_values(swept, idx_dir, tmp_path):
     """Same initial parameters, data order and noise: metrics within float rounding (the sweep's
     hyperparameters are arrays, the single run's constants)."""
@@ -72,6 +74,7 @@ def test_each_run_is_the_run_train_makes_with_its_seed_and_values(swept, idx_dir
         assert_same_training(states[index], alone, gauge_atol=2 * 3e-4 * NUM_STEPS)
 
 
+@pytest.mark.slow
 def test_past_an_epochs_end_each_run_takes_its_next_epochs_order(idx_dir, tmp_path):
     """64 images at batch 8: steps 9-10 are the second epoch's, in each run's own new order."""
     sweep.run_sweep(tiny_config(idx_dir, num_steps=10), str(tmp_path / "sweep"), [1], {})
@@ -83,6 +86,7 @@ def test_past_an_epochs_end_each_run_takes_its_next_epochs_order(idx_dir, tmp_pa
             assert got[name] == pytest.approx(want[name], abs=TOLERANCE), (got["step"], name)
 
 
+@pytest.mark.slow
 def test_a_runs_folder_works_with_evaluate_sample_and_train(swept, idx_dir, tmp_path):
     workdir, states = swept
     run_dir = str(tmp_path / "run_001")
@@ -136,6 +140,7 @@ def test_terms_are_on_for_all_runs_or_for_none(idx_dir):
         (3, {"ema_decay": 0.99, "d_lr": 1e-4}), (3, {"ema_decay": 0.99, "d_lr": 2e-4})]
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_to_the_uninterrupted_one(swept, idx_dir, tmp_path, monkeypatch):
     calls = []
 
@@ -162,6 +167,7 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_one(swept, idx_dir, t
         sweep.run_sweep(tiny_config(idx_dir), workdir, [0, 1, 2], VARY)
 
 
+@pytest.mark.slow
 def test_a_run_whose_loss_becomes_nan_stops_and_the_others_finish(idx_dir, tmp_path, monkeypatch):
     """The run with g_lr 3e-4 gets a NaN loss at step 3 (injected); the other finishes."""
     original = steps.train_step
@@ -183,6 +189,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_the_others_finish(idx_dir, tmp_p
     assert [r["step"] for r in read_metrics(os.path.join(workdir, "run_001", "metrics.jsonl"))] == [2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vmap", "map"])
 def test_every_form_trains_what_the_unrolled_form_trains(swept, idx_dir, tmp_path, form):
     _, reference = swept
@@ -193,6 +200,7 @@ def test_every_form_trains_what_the_unrolled_form_trains(swept, idx_dir, tmp_pat
         assert_same_training(got, want, gauge_atol=2 * 3e-4 * 2)
 
 
+@pytest.mark.slow
 def test_runs_spread_over_four_devices_train_what_one_device_trains(idx_dir, tmp_path):
     one = sweep.run_sweep(tiny_config(idx_dir, num_steps=2), str(tmp_path / "one"), SEEDS, VARY)
     four = sweep.run_sweep(tiny_config(idx_dir, num_steps=2, num_devices=4), str(tmp_path / "four"),
@@ -201,6 +209,7 @@ def test_runs_spread_over_four_devices_train_what_one_device_trains(idx_dir, tmp
         assert_same_training(got, want, gauge_atol=2 * 3e-4 * 2)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_structural_key_in_one_line(tmp_path, python_env, idx_dir):
     from test_cli import assert_one_line_error
     result = subprocess.run(

@@ -107,6 +107,7 @@ def _scalars(workdir):
             if kind == "scalar" and tag != "steps_per_s"]
 
 
+@pytest.mark.slow
 def test_tensorboard_after_a_resume_holds_the_uninterrupted_runs_scalars(reference, idx_dir, tmp_path):
     """Stopped at step 4, a log step: its scalars were written before the checkpoint and stay."""
     workdir = str(tmp_path)
@@ -131,6 +132,7 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(reference, idx_di
     assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(interrupted, idx_dir, tmp_path,
                                                            monkeypatch):
     workdir = str(tmp_path / "nan")
@@ -201,6 +203,7 @@ def test_deterministic_flag_asks_xla_for_deterministic_ops(idx_dir, monkeypatch)
     assert os.environ["XLA_FLAGS"] == ""
 
 
+@pytest.mark.slow
 def test_steps_per_call_trains_like_single_steps(reference, idx_dir, tmp_path):
     """K steps per call: the same metrics records and, to float32 rounding, the same model."""
     from helpers import assert_same_training
@@ -216,6 +219,7 @@ def test_steps_per_call_trains_like_single_steps(reference, idx_dir, tmp_path):
             assert ra[name] == pytest.approx(rb[name], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_every_logs_sample_quality_of_both_generators(idx_dir, tmp_path):
     workdir = str(tmp_path)
     train.train_and_evaluate(tiny_config(idx_dir, eval_every=3, ema_decay=0.5), workdir)
@@ -261,6 +265,7 @@ def all_tools_reference(idx_dir, tmp_path_factory):
     return workdir, train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
 
 
+@pytest.mark.slow
 def test_every_quality_tool_reruns_bit_identically(all_tools_reference, idx_dir, tmp_path):
     workdir, state = all_tools_reference
     assert state.generator_ema is not None and "d_gp" in numeric_metrics(workdir)[0]
@@ -269,6 +274,7 @@ def test_every_quality_tool_reruns_bit_identically(all_tools_reference, idx_dir,
     assert numeric_metrics(str(tmp_path)) == numeric_metrics(workdir)
 
 
+@pytest.mark.slow
 def test_every_quality_tool_resumes_bit_identically(all_tools_reference, idx_dir, tmp_path):
     workdir = str(tmp_path)
     with pytest.MonkeyPatch.context() as monkeypatch:
