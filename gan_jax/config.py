@@ -176,6 +176,11 @@ KEYS: tuple[Key, ...] = (
     Key("augment", "", "DiffAugment before D, real and fake alike: a comma-separated subset of "
         "`color`, `translation`, `cutout` (`\"\"`: off)", allowed=f"'' or a comma-separated subset of "
         f"{', '.join(AUGMENTATIONS)}", check=_augment_check, defines_run=True, absent_means=""),
+    Key("self_condition.clusters", 0, "self-conditioning: G and D conditioned on k clusters of D's "
+        "features of the real images, no labels read (0: off)", allowed=">= 0 (0: off)",
+        check=_non_negative, defines_run=True, absent_means=0),
+    Key("self_condition.every", 2000, "steps between reclusterings (self-conditioning only)",
+        **_POSITIVE, absent_means=2000),
     Key("log_every", 200, "cadence of metrics.jsonl records, in steps (the last step always logs)",
         **_POSITIVE),
     Key("sample_every", 200, "cadence of sample grids, in steps", **_POSITIVE),
@@ -239,6 +244,8 @@ def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collec
         *parents, leaf = key.name.split(".")
         target = config
         for parent in parents:
+            if parent not in target:
+                target[parent] = ml_collections.ConfigDict()
             target = target[parent]
         if leaf not in target:
             target[leaf] = key.absent_means
@@ -295,9 +302,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key.name}={value!r} is invalid; expected {key.allowed}")
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
-    for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every"):
-        if config[cadence] % config.steps_per_call:
-            raise ConfigError(f"config.{cadence}={config[cadence]} is not a multiple of "
+    for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every",
+                    "self_condition.every"):
+        *parents, leaf = cadence.split(".")
+        value = (config[parents[0]] if parents else config)[leaf]
+        if value % config.steps_per_call:
+            raise ConfigError(f"config.{cadence}={value} is not a multiple of "
                               f"config.steps_per_call={config.steps_per_call}")
     if config.data.source == "idx" and not config.data.dir:
         raise ConfigError("config.data.source='idx' needs config.data.dir, the folder of IDX files")
@@ -331,9 +341,18 @@ def _check_penalties(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_conditioning(config: ml_collections.ConfigDict) -> None:
-    """A conditional run's class count is its dataset's; conditioning options need a conditional run."""
-    model = config.model
-    if model.num_classes:
+    """A conditional run's class count is its dataset's; conditioning options need a conditional or
+    self-conditioned run; self-conditioning needs a D whose features do not take the label."""
+    model, clusters = config.model, config.self_condition.clusters
+    if clusters:
+        if model.num_classes:
+            raise ConfigError(f"config.self_condition.clusters={clusters} conditions on clusters "
+                              f"instead of labels: set config.model.num_classes=0")
+        if model.d_condition == "concat":
+            raise ConfigError("config.self_condition.clusters needs D's features without the label "
+                              "(they make the clusters): set config.model.d_condition to 'projection' "
+                              "or 'acgan'")
+    elif model.num_classes:
         classes = DATASET_CLASSES[config.data.name]
         if model.num_classes != classes:
             raise ConfigError(f"config.model.num_classes={model.num_classes} does not match "
@@ -342,9 +361,10 @@ def _check_conditioning(config: ml_collections.ConfigDict) -> None:
         for name in ("model.g_condition", "model.d_condition"):
             if model[name.split(".")[1]] != BY_NAME[name].default:
                 raise ConfigError(f"config.{name} has no effect on an unconditional run: set "
-                                  f"config.model.num_classes={DATASET_CLASSES[config.data.name]}")
-    if config.ac_weight != BY_NAME["ac_weight"].default and not (model.num_classes and
-                                                               model.d_condition == "acgan"):
+                                  f"config.model.num_classes={DATASET_CLASSES[config.data.name]} "
+                                  f"or config.self_condition.clusters")
+    if config.ac_weight != BY_NAME["ac_weight"].default and not (
+            (model.num_classes or clusters) and model.d_condition == "acgan"):
         raise ConfigError(f"config.ac_weight={config.ac_weight} has no effect without "
                           f"config.model.d_condition='acgan' on a conditional run")
 

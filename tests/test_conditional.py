@@ -190,6 +190,7 @@ def test_a_conditional_run_draws_each_class_as_the_data_has_it(conditional_run, 
     assert 0 <= records[-1]["eval_cond_acc"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs, message", [
     (dict(label=10), "--label=10; the run has the classes 0 to 9"),
     (dict(interpolate=True), "--interpolate of a conditional run needs --label: it interpolates "
@@ -210,6 +211,7 @@ def test_an_unconditional_run_refuses_labels_and_class_grids(tmp_path):
         sample.sample(workdir=workdir, class_grid=True, out=str(tmp_path / "x.png"))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_conditional_metrics(conditional_run, tmp_path):
     workdir, _ = conditional_run
     step, result, _ = scoring.evaluate_checkpoint(workdir, num_samples=100)

@@ -137,3 +137,25 @@ def _with(config, **model):
     for key, value in model.items():
         config.model[key] = value
     return config
+
+
+def test_minibatch_stddev_adds_each_groups_spread_as_a_channel():
+    from gan_jax.model.networks import minibatch_stddev
+    x = jax.random.normal(jax.random.key(0), (8, 3, 3, 2))
+    out = minibatch_stddev(x, 4)
+    assert out.shape == (8, 3, 3, 3)
+    np.testing.assert_array_equal(out[..., :2], x)
+    for group in (slice(0, 4), slice(4, 8)):  # consecutive groups of 4
+        expected = np.sqrt(np.asarray(x[group]).var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(out[group, ..., 2], expected, rtol=1e-5)
+    assert float(out[0, 0, 0, 2]) != float(out[4, 0, 0, 2])
+    copies = jnp.broadcast_to(x[:1], x.shape)  # a collapsed batch: no spread
+    np.testing.assert_allclose(minibatch_stddev(copies, 4)[..., 2], 1e-4, rtol=1e-3)
+    assert minibatch_stddev(x[:6], 4).shape == (6, 3, 3, 3)  # 6 images: groups of gcd(6, 4) = 2
+
+
+def test_a_discriminator_with_the_minibatch_feature_has_one_more_input_to_its_dense_layer():
+    config = load_experiment("mnist")
+    config.model.d_minibatch_std = 4
+    state = create_train_state(GANSpec.from_config(config), seed=0)
+    assert state.discriminator.params["Dense_0"]["kernel"].shape == (7 * 7 * 129, 1)

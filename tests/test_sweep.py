@@ -98,6 +98,7 @@ def test_a_runs_folder_works_with_evaluate_sample_and_train(swept, idx_dir, tmp_
     assert int(resumed.step) == 8
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_run_and_each_group_of_seeds(swept, tmp_path):
     workdir, _ = swept
     out = str(tmp_path / "sweep_eval.json")

@@ -256,7 +256,8 @@ def test_a_log_record_is_the_mean_of_the_steps_since_the_previous_one(reference,
 
 # Every quality tool of the config at once: the guarantees of the tutorial's setup hold for them too.
 ALL_TOOLS = {"loss": "wgan_gp", "gp_weight": 5.0, "r1_gamma": 1.0, "model.d_norm": "spectral",
-             "d_steps": 2, "ema_decay": 0.9, "ema_start": 2}
+             "d_steps": 2, "ema_decay": 0.9, "ema_start": 2, "augment": "color,translation,cutout",
+             "lr_decay": "cosine"}
 
 
 @pytest.fixture(scope="module")

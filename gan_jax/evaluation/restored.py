@@ -8,9 +8,11 @@ import os
 from typing import Any, NamedTuple
 
 import ml_collections
+import numpy as np
 
 from gan_jax import config as config_lib
 from gan_jax.errors import CheckpointError
+from gan_jax.model import inference
 from gan_jax.training import workdir as workdir_lib
 from gan_jax.training.checkpoint import Checkpointer, abstract_host_state
 from gan_jax.training.devices import HostState
@@ -29,6 +31,16 @@ class RestoredRun(NamedTuple):
     def generator_variables(self, use_ema: bool = True) -> dict[str, Any]:
         """G's variables to sample with: the EMA generator's when the run keeps one and `use_ema`."""
         return self.state.sampling_variables(use_ema)
+
+    def generator_labels(self, num: int) -> np.ndarray | None:
+        """The classes G is asked for when `num` images are drawn without one named: a conditional
+        run's in turn (`inference.balanced_labels`), a self-conditioned run's clusters in their
+        proportions (`inference.share_labels`); None for an unconditional run."""
+        if self.config.model.num_classes:
+            return inference.balanced_labels(num, self.config.model.num_classes)
+        if self.state.clusters is not None:
+            return inference.share_labels(self.state.clusters.counts, num)
+        return None
 
     def generator_name(self, use_ema: bool = True) -> str:
         """"ema" or "raw": which generator `generator_variables(use_ema)` gives."""
@@ -78,7 +90,10 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None)
     spec = GANSpec.from_config(config)
     checkpointer = Checkpointer(checkpoint_dir, config.keep_checkpoints)
     try:
-        state = checkpointer.restore(abstract_host_state(abstract_train_state(spec)), step)
+        # A self-conditioned run's state holds a cluster per training image: as many as were saved.
+        num_images = checkpointer.saved_shape("clusters/assignments", step)[0] if spec.clusters else 0
+        state = checkpointer.restore(abstract_host_state(abstract_train_state(spec, 0, num_images)),
+                                     step)
         if state is None:
             raise CheckpointError(f"{checkpoint_dir} holds no checkpoint")
     finally:

@@ -65,13 +65,14 @@ def interpolation_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
 
 def requested_labels(restored: RestoredRun, num: int, label: int | None, class_grid: bool,
                   interpolate: bool) -> np.ndarray | None:
-    """The classes to draw (int32, one per image) for a conditional run; None for an unconditional one.
+    """The classes to draw (int32, one per image) for a conditional run, or the clusters for a
+    self-conditioned one (a "class" is then a cluster); None for an unconditional run.
 
     Raises:
       UserError: a label or class grid asked of an unconditional run, a class the run lacks, or an
         interpolation of a conditional run without --label.
     """
-    num_classes = restored.config.model.num_classes
+    num_classes = restored.spec.num_classes
     if not num_classes:
         if label is not None or class_grid:
             raise UserError(f"--{'label' if label is not None else 'class_grid'} needs a conditional "
@@ -85,7 +86,7 @@ def requested_labels(restored: RestoredRun, num: int, label: int | None, class_g
         return np.full(num, label, np.int32)
     if interpolate:
         raise UserError("--interpolate of a conditional run needs --label: it interpolates within a class")
-    return inference.balanced_labels(num, num_classes)
+    return restored.generator_labels(num)
 
 
 def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool = False,
@@ -112,7 +113,7 @@ def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool 
     noise = (interpolation_noise(seed, num, latent_dim) if interpolate
              else inference.latent_noise(seed, num, latent_dim))
     if class_grid:
-        noise = inference.class_grid(noise, restored.config.model.num_classes)[0]
+        noise = inference.class_grid(noise, restored.spec.num_classes)[0]
     return (inference.generate_images(restored.spec.generator, restored.generator_variables(use_ema),
                                       noise, labels), labels)
 

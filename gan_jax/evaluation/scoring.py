@@ -151,18 +151,21 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
     run = load_run(workdir, step, data_dir)
     config = run.config
     num_classes = config.model.num_classes
-    labels = inference.balanced_labels(num_samples, num_classes) if num_classes else None
+    labels = run.generator_labels(num_samples)
     fakes = inference.generate_images(run.spec.generator, run.generator_variables(use_ema),
                                       inference.latent_noise(seed, num_samples, config.latent_dim),
                                       labels)
     test = sources.load_split(config.data, "test")
-    test_labels = test.labels.astype(np.int32) if num_classes else None
-    d_variables = run.state.discriminator.variables()
-    logits = (inference.discriminate(run.spec.discriminator, d_variables, test.images, test_labels),
-              inference.discriminate(run.spec.discriminator, d_variables, fakes, labels))
+    logits = None
+    if run.state.clusters is None:  # a self-conditioned D needs each test image's cluster: none
+        test_labels = test.labels.astype(np.int32) if num_classes else None
+        d_variables = run.state.discriminator.variables()
+        logits = (inference.discriminate(run.spec.discriminator, d_variables, test.images, test_labels),
+                  inference.discriminate(run.spec.discriminator, d_variables, fakes, labels))
     result = evaluate_samples(fakes, config.data.name, test.images, discriminator_logits=logits,
                               reference_cache=reference_cache_path(run.workdir, config.data.name),
-                              labels=labels, real_test_labels=test.labels if num_classes else None)
+                              labels=labels if num_classes else None,
+                              real_test_labels=test.labels if num_classes else None)
     result["generator"] = run.generator_name(use_ema)
     path = eval_path(run.workdir, run.step, raw_of_ema_run=result["generator"] != run.generator_name())
     files.write_json(path, {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
@@ -205,9 +208,12 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
         generators = {"": state.sampling_variables(use_ema=False)}
         if state.generator_ema is not None:
             generators["_ema"] = state.sampling_variables(use_ema=True)
+        # A self-conditioned G draws its clusters in their current proportions.
+        g_labels = labels if state.clusters is None else inference.share_labels(state.clusters.counts,
+                                                                                num_samples)
         record = {}
         for suffix, variables in generators.items():
-            fakes = inference.generate_images(generator, variables, noise, labels)
+            fakes = inference.generate_images(generator, variables, noise, g_labels)
             result = _score(evaluator, fakes, reference, full=False, kid_subsets=TRAINING_KID_SUBSETS,
                             labels=labels)
             record.update({f"eval_{name}{suffix}": result[name] for name in names})

@@ -90,3 +90,14 @@ def balanced_labels(num: int, num_classes: int) -> np.ndarray:
 def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
     """z ~ N(0, 1), (num, latent_dim) float32, a pure function of the seed (and of num)."""
     return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
+
+
+def share_labels(counts: np.ndarray, num: int) -> np.ndarray:
+    """`num` labels in the proportions of `counts` (a self-conditioned G's clusters), stratified rather
+    than drawn: label i is the cluster at quantile (i + 0.5) / num, so each cluster gets its share up
+    to rounding, in cluster order, and the same counts always give the same labels (int32)."""
+    cumulative = np.cumsum(np.asarray(counts, np.float64))
+    if cumulative[-1] <= 0:
+        raise ValueError("no cluster has any image")
+    quantiles = (np.arange(num) + 0.5) / num * cumulative[-1]
+    return np.searchsorted(cumulative, quantiles, side="right").astype(np.int32)

@@ -206,7 +206,11 @@ class Discriminator(nn.Module):
     minibatch_std: int = 0  # group size of the minibatch standard deviation feature (0: none)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None):
+    def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None,
+                 features_only: bool = False):
+        """Logits (and an ACGAN's class logits); with `features_only`, the penultimate features
+        (batch, features) instead, which need no labels unless D takes them with the image
+        ("concat")."""
         def layer(module: nn.Module, x: jax.Array) -> jax.Array:
             if self.norm == "spectral":
                 return nn.SpectralNorm(module)(x, update_stats=train)
@@ -229,6 +233,8 @@ class Discriminator(nn.Module):
         if self.minibatch_std:
             x = minibatch_stddev(x, self.minibatch_std)
         features = x.reshape(x.shape[0], -1)
+        if features_only:
+            return features
         inits = layer_initializers(self.init_scheme, fan_in=features.shape[-1])
         logits = layer(nn.Dense(1, dtype=self.dtype, **inits), features)[:, 0]
         if conditional and self.condition == "projection":

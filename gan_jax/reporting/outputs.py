@@ -94,9 +94,13 @@ class RunOutputs:
             self._progress.update(step, record)
 
     def sample(self, step: int, host_state) -> None:
-        """The grid of G (the EMA generator when there is one) on the run's fixed inputs."""
+        """The grid of G (the EMA generator when there is one) on the run's fixed inputs; a
+        self-conditioned G's rows are its clusters in their current proportions."""
+        labels = self._fixed_labels
+        if host_state.clusters is not None:
+            labels = inference.share_labels(host_state.clusters.counts, len(self._fixed_noise))
         samples = inference.generate_images(self._spec.generator, host_state.sampling_variables(),
-                                            self._fixed_noise, self._fixed_labels)
+                                            self._fixed_noise, labels)
         grid = pictures.image_grid(pictures.to_uint8(samples), *self._grid)
         pictures.save_grid_image(grid, os.path.join(self._samples_dir, f"step_{step:07d}.png"))
         self._writer.write_image(step, "samples", grid)

@@ -221,6 +221,23 @@ class Checkpointer:
             multihost_utils.sync_global_devices("gan_jax: damaged checkpoints set aside")
         self._reload()
 
+    def saved_shape(self, name: str, step: int | None = None) -> tuple[int, ...]:
+        """The shape of array `name` ("clusters/assignments") as saved at `step` (default: in the
+        newest checkpoint whose metadata reads): what a reader needs for arrays whose size the
+        config does not say.
+
+        Raises:
+          CheckpointError: no checkpoint holds such an array.
+        """
+        for candidate in [step] if step is not None else reversed(self.all_steps()):
+            try:
+                saved = _shapes(self._manager.item_metadata(candidate).tree)
+            except _READ_ERRORS:
+                continue
+            if name in saved:
+                return saved[name][0]
+        raise CheckpointError(f"no checkpoint in {self.directory} holds {name}")
+
     def restore_at(self, abstract_state: TrainState, step: int) -> Restored:
         """The checkpoint at `step`, with what was saved with it (DamagedCheckpointError if damaged)."""
         try:

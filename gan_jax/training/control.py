@@ -107,9 +107,13 @@ class Throughput:
 
 
 def due(config, step: int, total_steps: int) -> dict[str, bool]:
-    """Which cadences fall on `step` (the last step does them all)."""
-    return {name: step % config[f"{name}_every"] == 0 or step == total_steps
-            for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
+    """Which cadences fall on `step` (the last step does them all, but reclustering, which is for the
+    steps after it)."""
+    due = {name: step % config[f"{name}_every"] == 0 or step == total_steps
+           for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
+    if config.self_condition.clusters:
+        due["recluster"] = step % config.self_condition.every == 0 and step < total_steps
+    return due
 
 
 class HostMetrics:

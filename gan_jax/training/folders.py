@@ -63,14 +63,14 @@ class RunFolders:
         if self.is_first:
             self._locks.append(workdir_lib.Lock(directory).acquire())
 
-    def restore(self, spec: GANSpec) -> tuple[list, list[dict]]:
+    def restore(self, spec: GANSpec, num_train_images: int) -> tuple[list, list[dict]]:
         """Each run's newest good checkpoint, at one step for all (the oldest of their newest), or
         each run's initial state when none has a checkpoint; and what was saved with each."""
-        abstract = abstract_host_state(abstract_train_state(spec))
+        abstract = abstract_host_state(abstract_train_state(spec, 0, num_train_images))
         restored = [c.restore_newest(abstract, set_aside=True) for c in self.checkpointers]
         if all(r is None for r in restored):
-            return ([devices.to_host(create_train_state(spec, run.seed)) for run in self.runs],
-                    [{} for _ in self.runs])
+            return ([devices.to_host(create_train_state(spec, run.seed, num_train_images))
+                     for run in self.runs], [{} for _ in self.runs])
         if any(r is None for r in restored):
             missing = [run.name for run, r in zip(self.runs, restored) if r is None]
             raise UserError(f"runs {', '.join(missing)} hold no checkpoint while the others do; "

@@ -27,6 +27,7 @@ from gan_jax.errors import NonFiniteLossError
 from gan_jax.log import logger
 from gan_jax.reporting.outputs import RunOutputs
 from gan_jax.reporting.progress import LOSS_NAMES, format_metrics
+from gan_jax.training import clusters as clusters_lib
 from gan_jax.training import control, devices, folders as folders_lib, runs as runs_lib, steps
 from gan_jax.training.control import Interrupted
 from gan_jax.training.devices import HostState
@@ -74,7 +75,7 @@ def train_runs(runs: list[Run], *, sweep_dir: str | None = None, form: str = "au
     spec = GANSpec.from_config(config, axis_name=layout.batch_axis, total_steps=total_steps)
     folders = folders_lib.RunFolders(runs, sweep_dir)  # only now is anything written
     try:
-        host_states, extras = folders.restore(spec)
+        host_states, extras = folders.restore(spec, len(split.images))
         start = int(host_states[0].step)
         folders.record_configs(start, changes)
         _write_sweep_record(sweep_dir, runs, {})
@@ -143,10 +144,32 @@ class _EpochData:
         return self._data
 
 
+def _recluster(spec: GANSpec, host_states: list[HostState], images: np.ndarray,
+               step: int) -> list[HostState]:
+    """Self-conditioning's new clusters of every run at `step` (see gan_jax.training.clusters)."""
+    reclustered = []
+    for state in host_states:
+        if not control.all_finite(state.discriminator):  # a run that stopped: nothing to cluster with
+            reclustered.append(state)
+            continue
+        clusters = clusters_lib.recluster(spec.discriminator, state.discriminator.variables(),
+                                          state.clusters, images, jax.random.wrap_key_data(state.key),
+                                          step)
+        if not clusters_lib.is_empty(state.clusters):
+            moved = float(np.mean(clusters.assignments != np.asarray(state.clusters.assignments)))
+            logger.info("reclustered at step %d: %.1f%% of the images changed cluster; sizes %d to %d",
+                        step, 100 * moved, clusters.counts.min(), clusters.counts.max())
+        reclustered.append(state.replace(clusters=clusters))
+    return reclustered
+
+
 def _loop(config, parallel: ParallelStep, status: "_RunStatus", host_states: list[HostState],
           images: np.ndarray, labels: np.ndarray | None, steps_per_epoch: int,
           total_steps: int) -> list[HostState]:
-    step = int(host_states[0].step)
+    step, spec = int(host_states[0].step), parallel.spec
+    every = config.self_condition.every
+    if step < total_steps and clusters_lib.due(host_states[0].clusters, step, every):
+        host_states = _recluster(spec, host_states, images, step)
     states = parallel.put_states(host_states)
     epoch_data = _EpochData(parallel, images, labels, host_states, steps_per_epoch)
     host_metrics = control.HostMetrics(
@@ -172,10 +195,13 @@ def _loop(config, parallel: ParallelStep, status: "_RunStatus", host_states: lis
                     continue
                 # The only waits for the device: at logging, sampling, evaluation and checkpoint steps.
                 host_metrics.flush()
-                needs_state = due.get("sample") or due.get("checkpoint") or due.get("eval") or stopping
+                needs_state = (due.get("sample") or due.get("checkpoint") or due.get("eval") or
+                               due.get("recluster") or stopping)
                 per_run = parallel.get_states(states) if needs_state else [None] * len(status.runs)
                 status.write(step, due, per_run, throughput.rate(step) if due.get("log") else None,
                              stopping, steps_per_epoch)
+                if due.get("recluster") and not stopping:
+                    states = parallel.put_states(_recluster(spec, per_run, images, step))
             status.folders.wait()
             if stopping and step < total_steps:
                 raise Interrupted(step, os.path.dirname(status.folders.dirs[0]) if len(status.runs) > 1

@@ -53,8 +53,9 @@ class GANSpec:
     cycle: bool  # G's loss has the tutorial's cycle term (config.cycle_weight > 0)
     r1: bool  # D's loss has the R1 penalty (config.r1_gamma > 0)
     ema: bool  # the state keeps a moving average of G (config.ema_decay > 0)
-    num_classes: int  # 0: unconditional; else G and D take class labels
+    num_classes: int  # 0: unconditional; else G and D take class (or cluster) labels
     hyperparams: Hyperparams = dataclasses.field(hash=False)  # compared, not hashed (a dict)
+    clusters: int = 0  # self-conditioning's k (then num_classes == clusters); 0: off
     augment: tuple[str, ...] = ()  # DiffAugment's transformations before D (gan_jax.model.augment)
     lr_decay: str = "none"  # one of config.LR_DECAYS: how the learning rates fall over decay_steps
     decay_steps: int = 0  # the run's length, over which lr_decay takes the rates to 0
@@ -72,14 +73,16 @@ class GANSpec:
         model = config.model
         # Parameters and optimizer states stay float32; compute_dtype is what layers compute in.
         dtype = jnp.dtype(model.compute_dtype)
+        # A self-conditioned GAN is a conditional one whose classes are the clusters.
+        num_classes = model.num_classes or config.self_condition.clusters
         return cls(
             generator=Generator(width=model.g_width, init_scheme=model.init_scheme,
                                 conv_transpose=model.conv_transpose, axis_name=axis_name,
-                                dtype=dtype, num_classes=model.num_classes,
+                                dtype=dtype, num_classes=num_classes,
                                 condition=model.g_condition),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
                                         norm=model.d_norm, axis_name=axis_name, dtype=dtype,
-                                        num_classes=model.num_classes, condition=model.d_condition,
+                                        num_classes=num_classes, condition=model.d_condition,
                                         minibatch_std=model.d_minibatch_std),
             latent_dim=config.latent_dim,
             batch_size=config.batch_size,
@@ -88,8 +91,9 @@ class GANSpec:
             cycle=bool(config.cycle_weight),
             r1=bool(config.r1_gamma),
             ema=bool(config.ema_decay),
-            num_classes=model.num_classes,
+            num_classes=num_classes,
             hyperparams=hyperparams(config),
+            clusters=config.self_condition.clusters,
             augment=config_lib.augment_policy(config.augment),
             lr_decay=config.lr_decay,
             decay_steps=total_steps,

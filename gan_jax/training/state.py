@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.data.idx import IMAGE_SHAPE
+from gan_jax.training import clusters as clusters_lib
 from gan_jax.training.spec import GANSpec, optimizers
 
 
@@ -44,6 +45,8 @@ class TrainState:
       generator_ema: with `ema_decay > 0`, the exponential moving average of G's variables
         ({"params", "batch_stats"}, see `steps.update_ema`); None otherwise, which adds no leaves,
         so the state (and its checkpoints) are then exactly what they were before EMA existed.
+      clusters: with self-conditioning, the training images' clusters (`clusters.Clusters`); None
+        otherwise (no leaves), likewise.
     """
 
     step: jax.Array
@@ -51,6 +54,7 @@ class TrainState:
     discriminator: NetworkState
     key: jax.Array
     generator_ema: Any = None
+    clusters: Any = None
 
     def sampling_variables(self, use_ema: bool = True) -> dict[str, Any]:
         """The variables G samples with: the moving average when there is one (and `use_ema`), else
@@ -75,8 +79,9 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
     return dict(zip(purposes, jax.random.split(jax.random.key(seed), len(purposes))))
 
 
-def create_train_state(gan: GANSpec, seed: int) -> TrainState:
-    """Initial state from a seed: both networks initialized, Adam states zero, step 0."""
+def create_train_state(gan: GANSpec, seed: int, num_train_images: int = 0) -> TrainState:
+    """Initial state from a seed: both networks initialized, Adam states zero, step 0; with
+    self-conditioning, no clusters yet for the `num_train_images` training images."""
     keys = seed_keys(seed)
     # Adam's initial state (zero moments) does not depend on its hyperparameters.
     g_optimizer, d_optimizer = optimizers(gan.hyperparams)
@@ -90,12 +95,13 @@ def create_train_state(gan: GANSpec, seed: int) -> TrainState:
         key=keys["train"],
         # The average starts at G's initial variables (a copy: the state's buffers are donated).
         generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema else None,
+        clusters=(clusters_lib.empty(num_train_images, gan.clusters) if gan.clusters else None),
     )
 
 
-def abstract_train_state(gan: GANSpec, seed: int = 0) -> TrainState:
+def abstract_train_state(gan: GANSpec, seed: int = 0, num_train_images: int = 0) -> TrainState:
     """The state's shapes and dtypes without computing it, for restoring checkpoints into."""
-    return jax.eval_shape(functools.partial(create_train_state, gan, seed))
+    return jax.eval_shape(functools.partial(create_train_state, gan, seed, num_train_images))
 
 
 def count_params(params: Any) -> int:

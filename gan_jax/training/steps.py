@@ -83,13 +83,24 @@ def _augment(gan: GANSpec, images: jax.Array, key: jax.Array, axis_name: str | N
                            lambda draws: _local_slice(draws, axis_name))
 
 
-def draw_labels(gan: GANSpec, key: jax.Array, axis_name: str | None = None) -> jax.Array | None:
-    """This device's slice of the global batch of labels G is asked for, uniform over the classes;
-    None for an unconditional GAN. Drawn from fold_in(key, 2): the noise takes the key itself."""
+def draw_labels(gan: GANSpec, key: jax.Array, axis_name: str | None = None,
+                counts: jax.Array | None = None) -> jax.Array | None:
+    """This device's slice of the global batch of labels G is asked for: uniform over the classes,
+    or (self-conditioning) in the clusters' proportions `counts`; None for an unconditional GAN.
+    Drawn from fold_in(key, 2): the noise takes the key itself."""
     if not gan.num_classes:
         return None
-    labels = jax.random.randint(jax.random.fold_in(key, 2), (gan.batch_size,), 0, gan.num_classes)
+    label_key = jax.random.fold_in(key, 2)
+    if counts is not None:
+        labels = jax.random.categorical(label_key, jnp.log(counts.astype(jnp.float32)),
+                                        shape=(gan.batch_size,))
+    else:
+        labels = jax.random.randint(label_key, (gan.batch_size,), 0, gan.num_classes)
     return _local_slice(labels, axis_name)
+
+
+def _cluster_counts(state: TrainState) -> jax.Array | None:
+    return None if state.clusters is None else state.clusters.counts
 
 
 def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GANSpec,
@@ -117,7 +128,7 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GANSpec,
     """
     hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
-    fake_labels = draw_labels(gan, key, axis_name)
+    fake_labels = draw_labels(gan, key, axis_name, _cluster_counts(state))
     fake, _ = gan.generator.apply(generator.variables(), sample_noise(gan, key, axis_name),
                                   train=True, labels=fake_labels, mutable=["batch_stats"])
 
@@ -188,7 +199,8 @@ def g_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GANSpec,
     """
     hp = gan.hyperparams if hp is None else hp
     generator, discriminator = state.generator, state.discriminator
-    noise, labels = sample_noise(gan, key, axis_name), draw_labels(gan, key, axis_name)
+    noise = sample_noise(gan, key, axis_name)
+    labels = draw_labels(gan, key, axis_name, _cluster_counts(state))
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": generator.batch_stats}
@@ -265,7 +277,9 @@ def train_step(state: TrainState, data: batches.TrainData, *, gan: GANSpec,
     for update in range(gan.d_steps):
         local = _local_slice(per_update[update], axis_name)
         real = batches.to_model_range(data.images[local])
-        real_labels = data.labels[local].astype(jnp.int32) if gan.num_classes else None
+        # A self-conditioned run's classes are its clusters; a conditional run's, the data's labels.
+        labels = data.labels if state.clusters is None else state.clusters.assignments
+        real_labels = labels[local].astype(jnp.int32) if gan.num_classes else None
         state, metrics = d_step(state, real, keys[update], gan=gan, hp=hp, axis_name=axis_name,
                                 real_labels=real_labels)
         d_metrics.append(metrics)
