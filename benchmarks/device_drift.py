@@ -29,9 +29,12 @@ def main() -> None:
     import jax  # noqa: F401  (after XLA_FLAGS)
     import numpy as np
 
-    from gan_jax import input_pipeline, parallel, steps
-    from gan_jax.checkpoint import path_name
-    from gan_jax.state import create_train_state
+    from gan_jax.data import sources
+    from gan_jax.training import devices, steps
+    from gan_jax.training.checkpoint import path_name
+    from gan_jax.training.parallel import Layout, ParallelStep
+    from gan_jax.training.spec import GANSpec, hyperparams
+    from gan_jax.training.state import create_train_state
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("mnist", os.path.join(root, "experiments", "mnist.py"))
@@ -39,25 +42,27 @@ def main() -> None:
     spec.loader.exec_module(module)
     config = module.get_config()
     config.data.source, config.data.dir = "idx", args.data_dir
-    images = input_pipeline.load_split(config.data, "train").images
-    # The biases right before a BatchNorm: their true gradient is zero (see tests/conftest.py GAUGE).
+    images = sources.load_split(config.data, "train").images
+    # The biases right before a BatchNorm: their true gradient is zero (see tests/helpers.py GAUGE).
     gauge = ("ConvTranspose_0/bias", "ConvTranspose_1/bias", "Conv_1/bias", "BatchNorm_0/mean",
              "BatchNorm_1/mean")
 
     def trajectory(num_devices: int):
         run_config = config.copy_and_resolve_references()
         run_config.num_devices, run_config.parallel = num_devices, args.mode
-        data_parallel = parallel.DataParallel(run_config)
-        state = create_train_state(data_parallel.gan, run_config.seed)
+        layout = Layout.for_config(run_config)
+        parallel = ParallelStep(layout, GANSpec.from_config(run_config, axis_name=layout.batch_axis),
+                                [hyperparams(run_config)])
+        state = create_train_state(parallel.spec, run_config.seed)
         orders = steps.data_orders(state.key, 0, len(images))
-        data = data_parallel.put_data(input_pipeline.TrainData(images, orders))
-        state = data_parallel.put_state(parallel.to_host(state))
+        data = parallel.with_orders(parallel.put_data(images, None), [orders])
+        states = parallel.put_states([devices.to_host(state)])
         for _ in range(args.steps):
-            state, metrics = data_parallel.train_step(state, data)
-            host = data_parallel.get_state(state)
+            states, metrics = parallel.train_steps(1)(states, data)
+            (host,) = parallel.get_states(states)
             leaves = {path_name(p): np.asarray(v) for p, v in
                       jax.tree_util.tree_flatten_with_path((host.generator, host.discriminator))[0]}
-            yield leaves, data_parallel.get_metrics(metrics)[0]
+            yield leaves, parallel.get_metrics(metrics)[0][0]
 
     print(f"1 device vs {args.devices} ({args.mode}), batch {config.batch_size}, real MNIST")
     for step, ((one, one_metrics), (many, many_metrics)) in enumerate(

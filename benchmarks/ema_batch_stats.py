@@ -19,20 +19,23 @@ import json
 
 import jax
 
-from gan_jax import evaluate, input_pipeline, models, reference, runs
+from gan_jax.data import sources
+from gan_jax.evaluation import reference, scoring
+from gan_jax.evaluation.restored import RestoredRun, load_run
+from gan_jax.model import inference, networks
 
 STANDING_SAMPLES = 2048
 
 
-def standing_statistics(run: runs.RestoredRun, params) -> dict:
+def standing_statistics(run: RestoredRun, params) -> dict:
     """BatchNorm statistics of G(z) with `params` over one batch of fresh noise, in training mode."""
-    generator = run.gan.generator.clone(axis_name=None)  # one device: no cross-device mean
+    generator = run.spec.generator.clone(axis_name=None)  # one device: no cross-device mean
     noise = jax.random.normal(jax.random.key(123), (STANDING_SAMPLES, run.config.latent_dim))
     old = run.state.generator.batch_stats
     _, updated = generator.apply({"params": params, "batch_stats": old}, noise, train=True,
                                  mutable=["batch_stats"])
     # flax updates running = m * running + (1 - m) * batch; undo it to get the batch's own statistics.
-    momentum = models.BATCH_NORM["momentum"]
+    momentum = networks.BATCH_NORM["momentum"]
     return jax.tree.map(lambda new, running: (new - momentum * running) / (1 - momentum),
                         updated["batch_stats"], old)
 
@@ -45,16 +48,16 @@ def main() -> None:
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
-    run = runs.load_run(args.workdir, args.step)
+    run = load_run(args.workdir, args.step)
     if run.state.generator_ema is None:
         raise SystemExit(f"error: the run in {args.workdir} keeps no EMA generator (ema_decay = 0)")
-    test_images = input_pipeline.load_split(run.config.data, "test").images
-    noise = runs.latent_noise(0, args.num_samples, run.config.latent_dim)
+    test_images = sources.load_split(run.config.data, "test").images
+    noise = inference.latent_noise(0, args.num_samples, run.config.latent_dim)
     cache = reference.reference_cache_path(args.workdir, run.config.data.name)
 
     def fid(variables) -> float:
-        images = runs.generate_images(run.gan, variables, noise)
-        return float(evaluate.evaluate_samples(images, run.config.data.name, test_images,
+        images = inference.generate_images(run.spec.generator, variables, noise)
+        return float(scoring.evaluate_samples(images, run.config.data.name, test_images,
                                                reference_cache=cache)["fid"])
 
     ema = run.state.generator_ema

@@ -19,8 +19,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from gan_jax import parallel
-from gan_jax.conv_transpose import IMPLEMENTATIONS, conv, conv_transpose
+from gan_jax.model.conv_transpose import IMPLEMENTATIONS, conv, conv_transpose
+from gan_jax.training import devices
 
 UPSAMPLE = ((2, 2), (2, 2))  # the generator's k4 s2 transposed-conv padding
 DOWNSAMPLE = ((1, 1), (1, 1))  # the discriminator's k4 s2 conv padding
@@ -59,10 +59,10 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="64,256")
     parser.add_argument("--conv_transpose", default="fast", choices=IMPLEMENTATIONS)
     parser.add_argument("--xla_defaults", action="store_true",
-                        help="compile without gan_jax.parallel.compiler_options()")
+                        help="compile without gan_jax.devices.compiler_options()")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    options = {} if args.xla_defaults else parallel.compiler_options()
+    options = {} if args.xla_defaults else devices.compiler_options()
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}, conv_transpose={args.conv_transpose}, "
           f"XLA options: {options or 'defaults'}")
     keys = iter(jax.random.split(jax.random.key(0), 100))

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METRICS = ("fid", "kid", "score", "precision", "recall", "coverage_entropy")
+from quality import summarize  # the same table as the one-run-per-variant study
+from variants import REPO_ROOT
 
 # The tuned config of gan_jax 0.1.0 (experiments/mnist_tuned.py before this study), written out so the
 # variants stay what they were when that file changes.
@@ -66,22 +65,6 @@ def train_and_score(name: str, dataset: str, seeds: str, epochs: int, data_dir: 
         rows = json.load(f)["runs"]
     return [{**row, "variant": name, "dataset": dataset, "epochs": epochs, "sweep_train_s": train_s,
              "run_dir": os.path.join(sweep_dir, row["name"])} for row in rows]
-
-
-def summarize(records: list[dict]) -> str:
-    """A markdown table: per variant, mean +- std over its seeds of each metric."""
-    lines = ["| variant | seeds | " + " | ".join(METRICS) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
-    for name in dict.fromkeys(r["variant"] for r in records):
-        rows = [r for r in records if r["variant"] == name]
-        cells = []
-        for metric in METRICS:
-            values = [r[metric] for r in rows]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            digits = 2 if metric in ("fid", "kid") else 3
-            cells.append(f"{statistics.mean(values):.{digits}f} +- {spread:.{digits}f}")
-        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ convolutions 1 -> 7 -> 14 -> 28 with BatchNorm and ReLU to a tanh image; D is tw
 with LeakyReLU(0.2) (BatchNorm on the second) and a linear layer to one logit. Both use PyTorch's default
 initialization and Adam(2e-4, betas=(0.5, 0.999)); the loss is BCE on logits.
 
-One step does what `gan_jax.steps.train_step` does: gather a batch of real images from a resident
+One step does what `gan_jax.training.steps.train_step` does: gather a batch of real images from a resident
 tensor by random indices, update D on real (label 1) and G(z) (label 0) with the mean of the two losses,
 then update G through D with label 1 (non-saturating) on fresh noise. Only the timed steps after the
 warm-up count, in `--repeats` runs of `--steps` steps whose median is reported (as `gan_jax.bench`

@@ -48,7 +48,6 @@ from gan_jax.evaluation import report
 from gan_jax.evaluation.images import load_images, load_labels
 from gan_jax.evaluation.scoring import (DEFAULT_NUM_SAMPLES, evaluate_checkpoint, evaluate_samples,
                                         evaluate_sweep)
-from gan_jax.training import devices
 from gan_jax.training.runs import read_sweep
 
 

@@ -36,7 +36,6 @@ from gan_jax.errors import UserError
 from gan_jax.evaluation import sampling
 from gan_jax.evaluation.restored import load_run
 from gan_jax.reporting import pictures
-from gan_jax.training import devices
 from gan_jax.evaluation.sampling import (DEFAULT_CLASS_GRID_COLUMNS, DEFAULT_INTERPOLATION_STEPS,
                                          DEFAULT_NUM)
 

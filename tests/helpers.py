@@ -182,3 +182,16 @@ def before_each_call(monkeypatch, hook) -> None:
             return call(states, data)
         return counted
     monkeypatch.setattr(ParallelStep, "train_steps", hooked)
+
+
+def interrupt_after(monkeypatch, num_calls: int) -> None:
+    """Makes the trainer's compiled step send this process SIGTERM after `num_calls` calls, as a
+    scheduler would."""
+    import signal
+    calls = []
+
+    def count():
+        calls.append(None)
+        if len(calls) == num_calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+    before_each_call(monkeypatch, count)

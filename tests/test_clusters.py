@@ -5,13 +5,12 @@ the same on 4 devices as on 1, in a sweep, and blind to the data's labels."""
 from __future__ import annotations
 
 import os
-import signal
 
 import jax
 import numpy as np
 import pytest
 
-from helpers import before_each_call, tiny_config, trees_equal, write_idx_dataset
+from helpers import interrupt_after, tiny_config, trees_equal, write_idx_dataset
 from gan_jax import sweep, train
 from gan_jax.data import idx
 from gan_jax.errors import ConfigError
@@ -80,15 +79,9 @@ def test_a_self_conditioned_run_clusters_every_few_steps_and_keeps_the_clusters(
 def test_a_self_conditioned_run_resumes_bit_identically(self_conditioned_run, clustered_data, tmp_path,
                                                        monkeypatch):
     """Stopped at step 3 (between the reclusterings at 2 and 4), resumed: the same state."""
-    calls = []
-
-    def count():
-        calls.append(None)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
     workdir = str(tmp_path / "stopped")
     with monkeypatch.context() as patched:
-        before_each_call(patched, count)
+        interrupt_after(patched, 3)
         with pytest.raises(Interrupted):
             train.train_and_evaluate(tiny_config(clustered_data, **SELF_CONDITIONED), workdir)
     resumed = train.train_and_evaluate(tiny_config(clustered_data, **SELF_CONDITIONED), workdir)

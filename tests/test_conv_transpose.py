@@ -1,4 +1,4 @@
-"""Tests for gan_jax.conv_transpose: every impl against XLA's and against a naive scatter-add reference.
+"""Tests for gan_jax.model.conv_transpose: every impl against XLA's and against a naive scatter-add reference.
 
 Tolerances: float32 results are compared with `atol = 1e-5 * max|expected|` (and rtol 1e-5). Different
 implementations sum the same products in a different order; at these sizes that moves results by

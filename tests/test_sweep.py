@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import (PYTHON, REPO, TOLERANCE, assert_same_training, before_each_call, tiny_config,
+from helpers import (PYTHON, REPO, TOLERANCE, assert_same_training, interrupt_after, tiny_config,
                      trees_equal)
 from gan_jax import evaluate, sample, sweep, train
 from gan_jax.errors import ConfigError
@@ -143,15 +142,9 @@ def test_terms_are_on_for_all_runs_or_for_none(idx_dir):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_to_the_uninterrupted_one(swept, idx_dir, tmp_path, monkeypatch):
-    calls = []
-
-    def count():
-        calls.append(None)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
     workdir = str(tmp_path / "interrupted")
     with monkeypatch.context() as patched:
-        before_each_call(patched, count)
+        interrupt_after(patched, 3)
         with pytest.raises(Interrupted, match="interrupted at step 3"):
             sweep.run_sweep(tiny_config(idx_dir), workdir, SEEDS, VARY)
     with open(os.path.join(workdir, "sweep.json")) as f:  # it says so, not "training"

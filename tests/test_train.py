@@ -3,14 +3,13 @@
 import json
 import os
 import shutil
-import signal
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from PIL import Image
-from helpers import before_each_call, read_tensorboard, tiny_config, trees_equal
+from helpers import before_each_call, interrupt_after, read_tensorboard, tiny_config, trees_equal
 from gan_jax import train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.model import losses
@@ -63,23 +62,12 @@ def test_another_seed_trains_another_model(reference, idx_dir, tmp_path):
     assert not trees_equal(other.generator.params, state.generator.params)
 
 
-def _interrupt_after(monkeypatch, num_calls):
-    """Makes the compiled step send this process SIGTERM after `num_calls` steps, as a scheduler would."""
-    calls = []
-
-    def count():
-        calls.append(None)
-        if len(calls) == num_calls:
-            os.kill(os.getpid(), signal.SIGTERM)
-    before_each_call(monkeypatch, count)
-
-
 @pytest.fixture(scope="module")
 def interrupted(idx_dir, tmp_path_factory):
     """A tiny run stopped by SIGTERM after 3 steps: its workdir."""
     workdir = str(tmp_path_factory.mktemp("interrupted"))
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _interrupt_after(monkeypatch, 3)
+        interrupt_after(monkeypatch, 3)
         with pytest.raises(Interrupted, match="interrupted at step 3"):
             train.train_and_evaluate(tiny_config(idx_dir), workdir)
     return workdir
@@ -112,7 +100,7 @@ def test_tensorboard_after_a_resume_holds_the_uninterrupted_runs_scalars(referen
     """Stopped at step 4, a log step: its scalars were written before the checkpoint and stay."""
     workdir = str(tmp_path)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _interrupt_after(monkeypatch, 4)
+        interrupt_after(monkeypatch, 4)
         with pytest.raises(Interrupted, match="interrupted at step 4"):
             train.train_and_evaluate(tiny_config(idx_dir), workdir)
     train.train_and_evaluate(tiny_config(idx_dir), workdir)
@@ -279,7 +267,7 @@ def test_every_quality_tool_reruns_bit_identically(all_tools_reference, idx_dir,
 def test_every_quality_tool_resumes_bit_identically(all_tools_reference, idx_dir, tmp_path):
     workdir = str(tmp_path)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _interrupt_after(monkeypatch, 3)
+        interrupt_after(monkeypatch, 3)
         with pytest.raises(Interrupted, match="interrupted at step 3"):
             train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)
     resumed = train.train_and_evaluate(tiny_config(idx_dir, **ALL_TOOLS), workdir)

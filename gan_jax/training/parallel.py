@@ -35,7 +35,6 @@ from gan_jax.training import devices as devices_lib
 from gan_jax.training import steps
 from gan_jax.training.devices import HostState
 from gan_jax.training.spec import GANSpec, Hyperparams
-from gan_jax.training.state import TrainState
 
 AXIS = "data"  # the named device axis a run's collectives average over
 RUNS_AXIS = "runs"  # the device axis a sweep's runs are spread over
