@@ -121,6 +121,8 @@ KEYS: tuple[Key, ...] = (
         **_one_of(SOURCES)),
     Key("data.name", "mnist", "the dataset: `mnist` or `fashion_mnist`", **_one_of(DATASETS),
         defines_run=True),
+    Key("data.check_dataset", True, "`idx`: refuse files that are not the published `data.name` "
+        "(false for your own IDX files)", allowed="true or false", absent_means=False),
     Key("data.dir", "", "`idx`: the folder of the IDX files; `tfds`: its data folder (`\"\"`: tfds's "
         "default)", allowed="a folder path or ''"),
     Key("model.g_width", 64, "G's channel widths: latent -> 2w -> w -> 1", **_POSITIVE, defines_run=True),

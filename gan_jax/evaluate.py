@@ -82,7 +82,7 @@ def evaluate(*, workdir: str | None = None, samples: str | None = None, dataset:
     images = load_images(samples)
     sample_labels = load_labels(labels) if labels else None
     data = ml_collections.ConfigDict({"source": "idx" if data_dir else "tfds", "name": dataset,
-                                      "dir": data_dir or ""})
+                                      "dir": data_dir or "", "check_dataset": False})
     test = sources.load_split(data, "test", offline_hint="give --data_dir FOLDER, the folder of the "
                               "dataset's IDX files")
     result = evaluate_samples(images, dataset, test.images, labels=sample_labels,

@@ -142,6 +142,7 @@ def tiny_config(data_dir: str, **overrides):
     config.model.g_width = 8
     config.model.d_width = 8
     config.num_devices = 1
+    config.data.check_dataset = False  # random blobs, not the published MNIST
     for key, value in overrides.items():
         set_key(config, key, value)
     return config

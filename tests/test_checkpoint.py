@@ -172,3 +172,62 @@ def test_opening_the_folder_lists_again_when_a_training_run_rotates_a_checkpoint
     assert int(reader.restore_newest(abstract(gan)).state.step) == 4
     reader.close()
     writer.close()
+
+
+def _saved_steps(gan, folder, steps=(1, 2)) -> str:
+    checkpointer = Checkpointer(folder, keep=5)
+    for step in steps:
+        checkpointer.save(host_state(gan, seed=step, step=step))
+        checkpointer.wait()
+    checkpointer.close()
+    return folder
+
+
+def _overwrite(path: str, where: str) -> None:
+    """1,000 random bytes at the start, the middle or the end of a file (or all of it, if smaller)."""
+    size = os.path.getsize(path)
+    count = min(1000, size)
+    offset = {"start": 0, "middle": (size - count) // 2, "end": size - count}[where]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(np.random.default_rng(7).integers(0, 256, count, dtype=np.uint8).tobytes())
+
+
+def _largest_file(folder: str) -> str:
+    paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    return max(paths, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_damage_anywhere_in_a_data_file_is_found_and_the_previous_checkpoint_used(gan, tmp_path, where):
+    """Inside a data file, past the part tensorstore's framing checks, only the content hashes see
+    the damage: the checkpoint is skipped (and set aside by training), never restored."""
+    folder = _saved_steps(gan, str(tmp_path / "ckpt"))
+    _overwrite(_largest_file(os.path.join(folder, "2")), where)
+    checkpointer = Checkpointer(folder, keep=5)
+    restored = checkpointer.restore_newest(abstract(gan), set_aside=True)
+    assert restored.step == 1 and trees_equal(restored.state, host_state(gan, seed=1, step=1))
+    assert sorted(os.listdir(folder)) == ["1", "2.damaged"]
+    checkpointer.close()
+
+
+@pytest.mark.parametrize("name", ["_CHECKPOINT_METADATA", os.path.join("default", "_METADATA")])
+def test_damaged_metadata_is_found_too(gan, tmp_path, name):
+    folder = _saved_steps(gan, str(tmp_path / "ckpt"))
+    _overwrite(os.path.join(folder, "2", name), "middle")
+    checkpointer = Checkpointer(folder, keep=5)
+    with pytest.raises(CheckpointError, match="checkpoint at step 2 .* is damaged"):
+        checkpointer.restore(abstract(gan), step=2)
+    assert checkpointer.restore_newest(abstract(gan)).step == 1
+    checkpointer.close()
+
+
+def test_an_array_changed_by_hand_differs_from_its_hash(gan, tmp_path):
+    """A checkpoint whose every file reads but one array is not what was saved: the hash names it."""
+    from gan_jax.training import checkpoint
+    state = host_state(gan, seed=1, step=1)
+    saved = checkpoint.content_hashes(checkpoint._on_disk(state))
+    changed = state.replace(step=np.int32(2))
+    with pytest.raises(checkpoint.DamagedCheckpointError, match="1 array.* differ .*e.g. step"):
+        checkpoint._verify(checkpoint._on_disk(changed), saved, "folder", 1)
+    checkpoint._verify(checkpoint._on_disk(state), saved, "folder", 1)  # the same arrays pass

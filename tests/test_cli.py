@@ -41,7 +41,8 @@ def cli_data(tmp_path_factory):
 
 
 def idx_args(data_dir):
-    return ["--config.data.source=idx", f"--config.data.dir={data_dir}"]
+    return ["--config.data.source=idx", f"--config.data.dir={data_dir}",
+            "--config.data.check_dataset=False"]
 
 
 def test_cli_run_writes_every_artifact(cli_data, tmp_path, python_env):

@@ -111,3 +111,34 @@ def test_real_mnist_matches_its_published_statistics():
     counts = np.bincount(split.labels, minlength=10).tolist()
     assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert idx.load_split(os.environ[MNIST_DIR_VAR], "test").images.shape[0] == 10000
+
+
+FASHION_DIR_VAR = "GAN_JAX_FASHION_MNIST_DIR"
+
+
+@pytest.mark.skipif(not (os.environ.get(MNIST_DIR_VAR) and os.environ.get(FASHION_DIR_VAR)),
+                    reason=f"set {MNIST_DIR_VAR} and {FASHION_DIR_VAR} to the real datasets")
+def test_the_files_of_another_dataset_are_refused_and_named():
+    import ml_collections
+    from gan_jax.data import sources
+
+    def data(name, folder, check=True):
+        return ml_collections.ConfigDict({"source": "idx", "name": name, "dir": folder,
+                                          "check_dataset": check})
+    mnist, fashion = os.environ[MNIST_DIR_VAR], os.environ[FASHION_DIR_VAR]
+    assert sources.load_split(data("mnist", mnist), "test").images.shape == (10000, 28, 28, 1)
+    with pytest.raises(DataError, match="holds fashion_mnist's train split, but config.data.name='mnist'"):
+        sources.load_split(data("mnist", fashion), "train")
+    with pytest.raises(DataError, match="holds mnist's test split"):  # even when not checking
+        sources.load_split(data("fashion_mnist", mnist, check=False), "test")
+
+
+def test_unknown_files_pass_only_when_the_check_is_off(idx_dir):
+    import ml_collections
+    from gan_jax.data import sources
+    config = ml_collections.ConfigDict({"source": "idx", "name": "mnist", "dir": idx_dir,
+                                        "check_dataset": True})
+    with pytest.raises(DataError, match="not the published mnist.*check_dataset=False"):
+        sources.load_split(config, "train")
+    config.check_dataset = False
+    assert len(sources.load_split(config, "train").images) == 64

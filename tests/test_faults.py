@@ -184,11 +184,14 @@ def test_non_finite_numbers_stop_the_run_and_keep_the_last_good_checkpoint(fault
 
 
 def damage(workdir, step):
-    """Overwrites the start of the largest data file of a checkpoint with 1,000 random bytes."""
+    """Overwrites 1,000 bytes in the middle of the largest data file of a checkpoint with random ones:
+    damage the files' own framing does not catch, only the arrays' content hashes (the start, the
+    end and the metadata are tests/test_checkpoint.py's)."""
     folder = os.path.join(workdir, "checkpoints", str(step))
     paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
     largest = max(paths, key=os.path.getsize)
     with open(largest, "r+b") as f:
+        f.seek(os.path.getsize(largest) // 2)
         f.write(np.random.default_rng(step).integers(0, 256, 1000, dtype=np.uint8).tobytes())
 
 

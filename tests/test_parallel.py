@@ -219,7 +219,8 @@ def _free_port() -> int:
 
 def _launch(process_id, port, workdir, data_dir, extra, env):
     args = [PYTHON, "-m", "gan_jax.train", "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
-            "--config.data.source=idx", f"--config.data.dir={data_dir}", f"--config.batch_size={BATCH}",
+            "--config.data.source=idx", f"--config.data.dir={data_dir}", "--config.data.check_dataset=False",
+            f"--config.batch_size={BATCH}",
             "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
             "--config.num_devices=2", f"--config.num_steps={NUM_STEPS}", "--config.log_every=5",
             "--config.sample_every=10", "--config.checkpoint_every=10", f"--workdir={workdir}",

@@ -208,7 +208,8 @@ def test_cli_refuses_a_structural_key_in_one_line(tmp_path, python_env, idx_dir)
     from test_cli import assert_one_line_error
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.sweep", "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
-         "--config.data.source=idx", f"--config.data.dir={idx_dir}", "--seeds=0,1",
+         "--config.data.source=idx", f"--config.data.dir={idx_dir}", "--config.data.check_dataset=False",
+         "--seeds=0,1",
          "--vary=batch_size=8,16", f"--workdir={tmp_path}"],
         env=python_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 1

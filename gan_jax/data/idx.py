@@ -8,6 +8,7 @@ for unsigned bytes, then each dimension's size as uint32), then the bytes.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from typing import NamedTuple
 
@@ -82,6 +83,46 @@ def find_idx_file(data_dir: str, stem: str) -> str:
         if os.path.isfile(path):
             return path
     raise DataError(f"missing data file: {os.path.join(data_dir, stem)}[.gz] (data.dir={data_dir!r})")
+
+
+# sha256 of each canonical split's decoded images then labels (the bytes `load_split` returns): the
+# published MNIST and Fashion-MNIST files, gzipped or raw, give these and nothing else does.
+CANONICAL_SHA256 = {
+    ("mnist", "train"): "edc0d1098aa497be14ace79ddd5171e5a3dcf9c4d196c015389203eb3ba1f59b",
+    ("mnist", "test"): "c3f9adf9c66efb572b1f9326c3a511b45910c7173b97be66ceceeeeaef6b802b",
+    ("fashion_mnist", "train"): "16d82e2b505296aa2b78bd5ea0992634f30419a4c97def7c907d154a35ac6157",
+    ("fashion_mnist", "test"): "9f1ec356a747bfe4ebab3cfb722d3694c9ca737e2570f6f90cf31d7b6fd689d4",
+}
+
+
+def content_sha256(split: Split) -> str:
+    """sha256 of a split's images then labels, as `CANONICAL_SHA256` holds them."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(split.images).tobytes())
+    digest.update(np.ascontiguousarray(split.labels).tobytes())
+    return digest.hexdigest()
+
+
+def check_canonical(split: Split, dataset: str, which: str, where: str,
+                    allow_unknown: bool = False) -> None:
+    """Refuses a split that is not the published `dataset`'s (`which` is "train" or "test"); with
+    `allow_unknown`, only one that is another known dataset's.
+
+    Raises:
+      DataError: naming the other dataset when the files are its, else saying they are no copy of
+        `dataset` (and how to train on one's own IDX files).
+    """
+    digest = content_sha256(split)
+    if digest == CANONICAL_SHA256.get((dataset, which)):
+        return
+    others = [name for (name, part), value in CANONICAL_SHA256.items() if value == digest]
+    if others:
+        raise DataError(f"{where} holds {others[0]}'s {which} split, but config.data.name={dataset!r}: "
+                        f"set config.data.name={others[0]!r} or point data.dir at {dataset}'s files")
+    if allow_unknown:
+        return
+    raise DataError(f"{where}: the {which} split is not the published {dataset} (its contents differ); "
+                    f"for your own IDX files set config.data.check_dataset=False")
 
 
 def load_split(data_dir: str, split: str) -> Split:

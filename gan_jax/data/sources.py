@@ -19,7 +19,11 @@ def load_split(data_config, split: str = "train", offline_hint: str | None = Non
     if data_config.source == "idx":
         if not data_config.dir:
             raise DataError("data.source='idx' needs data.dir, the folder holding the IDX files")
-        return idx.load_split(data_config.dir, split)
+        loaded = idx.load_split(data_config.dir, split)
+        # Files of the other dataset are a mistake either way; unknown ones only when asked to check.
+        idx.check_canonical(loaded, data_config.name, split, data_config.dir,
+                            allow_unknown=not data_config.check_dataset)
+        return loaded
     from gan_jax.data import tfds_builders  # tensorflow-datasets is a heavy import: only when asked for
     hint = {} if offline_hint is None else {"offline_hint": offline_hint}
     return tfds_builders.load(data_config.name, split, data_dir=data_config.dir or None, **hint)

@@ -12,8 +12,11 @@ On disk the state is a dict of its fields without the optional ones that are Non
 of a run without EMA), so a checkpoint of such a run is exactly what versions before the field wrote,
 and each version reads the other's.
 
-A checkpoint that does not restore completely (a damaged file, a copy cut short) is skipped for the
-newest one that does, with a warning naming it and why (`restore_newest`). Training sets it aside as
+Every saved array's content hash (sha256 of its dtype, shape and bytes) is saved with it, in the step's
+metadata, and checked when it is read back: damage anywhere in a checkpoint, inside a data file too,
+where the files' own framing does not look, is found. A checkpoint that does not restore completely
+(a damaged file or metadata, a copy cut short) or whose arrays differ from their hashes is skipped for
+the newest one that does, with a warning naming it and why (`restore_newest`). Training sets it aside as
 `<step>.damaged` in the same folder, where orbax neither counts it as a checkpoint nor deletes it
 when it rotates the kept ones; the files stay for the user to inspect.
 """
@@ -21,6 +24,8 @@ when it rotates the kept ones; the files stay for the user to inspect.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, NamedTuple
 
@@ -33,6 +38,8 @@ from gan_jax.log import logger
 from gan_jax.training.state import TrainState
 
 DAMAGED_SUFFIX = ".damaged"
+HASHES = "sha256"  # the key of the arrays' content hashes in a checkpoint's custom metadata
+_STEP_METADATA_FILE = "_CHECKPOINT_METADATA"  # where orbax keeps a step's custom metadata
 # What reading a damaged checkpoint raises: orbax and tensorstore report unreadable, truncated or
 # corrupt files as ValueError (e.g. "OUT_OF_RANGE: Error reading ... in OCDBT database") or OSError,
 # malformed metadata as KeyError/TypeError/ValueError.
@@ -40,6 +47,40 @@ _READ_ERRORS = (ValueError, OSError, KeyError, TypeError, EOFError, RuntimeError
 # How often a reader lists the checkpoints again when one vanishes under it (a training run's rotation
 # removes the oldest, so the newest it then finds is fresh).
 _LISTING_ATTEMPTS = 5
+
+
+def content_hashes(tree: Any) -> dict[str, str]:
+    """{array name: sha256 of its dtype, shape and bytes} for every array of a host tree."""
+    hashes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.ascontiguousarray(leaf)
+        digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+        hashes[path_name(path)] = digest.hexdigest()
+    return hashes
+
+
+def _verify(restored: Any, saved: dict[str, str] | None, directory: str, step: int,
+            extra_keys: bool = False) -> None:
+    """Raises DamagedCheckpointError unless every restored array has the hash it was saved with.
+
+    A checkpoint of gan_jax 0.1.0 (before the hashes) carries no metadata of ours at all: it
+    restores with a warning that it could not be verified, since nothing but its files' readability
+    vouches for it. Metadata of ours without the hashes (`extra_keys`) is damage.
+    """
+    if saved is None and extra_keys:
+        raise DamagedCheckpointError(directory, step, "its content hashes are missing")
+    if saved is None:
+        logger.warning("checkpoint at step %d in %s holds no content hashes (an older version wrote "
+                       "it): restored unverified", step, directory)
+        return
+    if not isinstance(saved, dict):
+        raise DamagedCheckpointError(directory, step, "its content hashes are unreadable")
+    got = content_hashes(restored)
+    differing = sorted(name for name in set(got) | set(saved) if got.get(name) != saved.get(name))
+    if differing:
+        raise DamagedCheckpointError(directory, step, f"{len(differing)} array(s) differ from what was "
+                                     f"saved (content hash), e.g. {differing[0]}")
 
 
 class DamagedCheckpointError(CheckpointError):
@@ -256,10 +297,24 @@ class Checkpointer:
         target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _on_disk(abstract_state))
         try:
             restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-            extra = dict(self._manager.metadata(step).custom_metadata or {})
+            extra = self._custom_metadata(step)
         except _READ_ERRORS as e:
             raise DamagedCheckpointError(self.directory, step, _reason(e)) from None
+        _verify(restored, extra.pop(HASHES, None), self.directory, step, extra_keys=bool(extra))
         return Restored(abstract_state.replace(**restored), extra, step)
+
+    def _custom_metadata(self, step: int) -> dict[str, Any]:
+        """What `save` stored with the step (its `extra` and the hashes), read strictly: orbax logs
+        an unreadable metadata file and carries on as if it were empty, which would pass damage off
+        as a checkpoint of an older version."""
+        path = os.path.join(self.directory, str(step), _STEP_METADATA_FILE)
+        try:
+            with open(path, "rb") as f:
+                json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError) as e:
+            raise DamagedCheckpointError(self.directory, step,
+                                         f"unreadable {_STEP_METADATA_FILE}: {_reason(e)}") from None
+        return dict(self._manager.metadata(step).custom_metadata or {})
 
     def save(self, host_state: TrainState, extra: dict[str, Any] | None = None) -> None:
         """Starts an asynchronous save of the host state at its step (no-op if already saved).
@@ -272,8 +327,9 @@ class Checkpointer:
         step = int(host_state.step)
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(_on_disk(host_state)), force=True,
-                           custom_metadata=extra or {})
+        on_disk = _on_disk(host_state)
+        self._manager.save(step, args=ocp.args.StandardSave(on_disk), force=True,
+                           custom_metadata={**(extra or {}), HASHES: content_hashes(on_disk)})
 
     def wait(self) -> None:
         """Blocks until every started save is complete on disk."""
