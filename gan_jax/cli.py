@@ -76,7 +76,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "config" in flags.FLAGS:
             flags.FLAGS.config.keys()  # loads the config file now, so its errors surface here too
     except AttributeError as e:  # ml_collections' way of saying an override names no field
-        print(f"error: bad command line: unknown config key {one_line(e)}", file=sys.stderr)
+        print(f"error: bad command line: {unknown_override(argv) or 'unknown config key ' + one_line(e)}",
+              file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001  (flag and config-file errors come in many types)
         print(f"error: bad command line: {one_line(e)}", file=sys.stderr)
@@ -86,6 +87,24 @@ def parse_flags(argv: list[str]) -> list[str]:
               file=sys.stderr)
         sys.exit(2)
     return remaining
+
+
+def unknown_override(argv: list[str]) -> str | None:
+    """"unknown config key 'model.g_widht'. Did you mean 'model.g_width'?" for the first
+    --config.KEY=VALUE of `argv` that names no key of the config contract (None if all do)."""
+    import difflib
+
+    from gan_jax import config as config_lib
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        if key in config_lib.BY_NAME or any(name.startswith(key + ".") for name in config_lib.BY_NAME):
+            continue
+        close = difflib.get_close_matches(key, list(config_lib.BY_NAME), n=1)
+        hint = f". Did you mean '{close[0]}'?" if close else "."
+        return f"unknown config key '{key}'{hint}"
+    return None
 
 
 def _drop_closed_event_loop_callbacks(unraisable) -> None:

@@ -92,7 +92,7 @@ def test_unknown_config_key_is_refused(cli_data, tmp_path, python_env):
                      python_env)
     assert result.returncode == 2
     assert assert_one_line_error(result.stderr, "error: bad command line: unknown config key "
-                                                "'batchsize'").startswith("error: bad command line")
+                                                "'batchsize'. Did you mean 'batch_size'?")
 
 
 def test_missing_config_file_is_refused(tmp_path, python_env):

@@ -213,3 +213,11 @@ def test_the_config_module_imports_no_jax():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=REPO)
     assert result.stdout.strip() == "[]"
+
+
+def test_an_unknown_override_is_named_with_its_prefix_and_a_suggestion():
+    from gan_jax import cli
+    assert cli.unknown_override(["--config", "x.py", "--config.model.g_widht=3"]) == (
+        "unknown config key 'model.g_widht'. Did you mean 'model.g_width'?")
+    assert cli.unknown_override(["--config.zzz=1"]) == "unknown config key 'zzz'."
+    assert cli.unknown_override(["--config.model.g_width=3", "--config.data.dir=x"]) is None
