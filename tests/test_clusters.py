@@ -129,3 +129,14 @@ def test_self_conditioning_refuses_what_it_cannot_do(idx_dir, overrides, message
     from gan_jax import config as config_lib
     with pytest.raises(ConfigError, match=message):
         config_lib.validate(tiny_config(idx_dir, **{**SELF_CONDITIONED, **overrides}))
+
+
+def test_share_labels_follow_the_clusters_proportions_in_every_stretch():
+    from gan_jax.model import inference
+    counts = np.array([600, 300, 100, 0])
+    labels = inference.share_labels(counts, 1000)
+    np.testing.assert_array_equal(np.bincount(labels, minlength=4), [600, 300, 100, 0])
+    for chunk in np.split(labels, 10):  # a classifier score's split sees every cluster
+        assert set(chunk) == {0, 1, 2}
+    np.testing.assert_array_equal(labels, inference.share_labels(counts, 1000))  # fixed order
+    assert list(inference.share_labels(counts, 10, grouped=True)) == [0] * 6 + [1] * 3 + [2]

@@ -92,12 +92,18 @@ def latent_noise(seed: int, num: int, latent_dim: int) -> np.ndarray:
     return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
 
 
-def share_labels(counts: np.ndarray, num: int) -> np.ndarray:
+def share_labels(counts: np.ndarray, num: int, grouped: bool = False) -> np.ndarray:
     """`num` labels in the proportions of `counts` (a self-conditioned G's clusters), stratified rather
-    than drawn: label i is the cluster at quantile (i + 0.5) / num, so each cluster gets its share up
-    to rounding, in cluster order, and the same counts always give the same labels (int32)."""
+    than drawn: the clusters at quantiles (i + 0.5) / num, so each cluster gets its share up to
+    rounding, and the same counts always give the same labels (int32).
+
+    They come in a fixed shuffled order, so that any run of them (the classifier score's splits, a
+    batch) holds the clusters in proportion; `grouped` keeps them in cluster order instead (a grid
+    whose rows show one cluster each).
+    """
     cumulative = np.cumsum(np.asarray(counts, np.float64))
     if cumulative[-1] <= 0:
         raise ValueError("no cluster has any image")
     quantiles = (np.arange(num) + 0.5) / num * cumulative[-1]
-    return np.searchsorted(cumulative, quantiles, side="right").astype(np.int32)
+    labels = np.searchsorted(cumulative, quantiles, side="right").astype(np.int32)
+    return labels if grouped else labels[np.random.default_rng(0).permutation(num)]

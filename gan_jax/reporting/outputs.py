@@ -98,7 +98,8 @@ class RunOutputs:
         self-conditioned G's rows are its clusters in their current proportions."""
         labels = self._fixed_labels
         if host_state.clusters is not None:
-            labels = inference.share_labels(host_state.clusters.counts, len(self._fixed_noise))
+            labels = inference.share_labels(host_state.clusters.counts, len(self._fixed_noise),
+                                            grouped=True)
         samples = inference.generate_images(self._spec.generator, host_state.sampling_variables(),
                                             self._fixed_noise, labels)
         grid = pictures.image_grid(pictures.to_uint8(samples), *self._grid)
