@@ -51,7 +51,7 @@ def main() -> None:
         run_config = config.copy_and_resolve_references()
         run_config.num_devices, run_config.parallel = num_devices, args.mode
         layout = Layout.for_config(run_config)
-        parallel = ParallelStep(layout, GANSpec.from_config(run_config, axis_name=layout.batch_axis),
+        parallel = ParallelStep(layout, GANSpec.from_config(run_config, **layout.spec_options()),
                                 [hyperparams(run_config)])
         state = create_train_state(parallel.spec, run_config.seed)
         orders = steps.data_orders(state.key, 0, len(images))

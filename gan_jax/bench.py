@@ -2,14 +2,18 @@
 
     python -m gan_jax.bench --config experiments/mnist.py [--batch_sizes 64,256,1024] [--steps N]
         [--steps_per_call 1,10,50] [--repeats 5] [--loop auto|unrolled|rolled] [--epoch] [--json FILE]
+        [--profile DIR]
     python -m gan_jax.bench --config experiments/mnist.py --runs 1,4,8 [--sweep_form auto] ...
 
 It builds the step the trainer runs (`training.parallel.ParallelStep` from the config: same networks,
-optimizer, on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random images unless
---real_data), compiles it ahead of time (compile time reported apart), runs one untimed warm-up call,
-then times `--repeats` runs of `--steps` steps, each ending in `block_until_ready`, and reports the
-median and the spread. Achieved GFLOP/s is measured against the analytic FLOP count of one step, and
-against the float32 matmul rate measured on the same device, so the distance to the floor is visible.
+optimizer, on-device batch gather, donation, devices), on a dataset of the real shape (60,000 random
+images unless --real_data), compiles it ahead of time (compile time reported apart), runs one untimed
+warm-up call, then times `--repeats` runs of `--steps` steps, each ending in `block_until_ready`, and
+reports the median and the spread. Achieved GFLOP/s is measured against the analytic FLOP count of
+one step, and against the float32 matmul rate measured on the same device, so the distance to the
+floor is visible; the JSON adds XLA's own cost analysis of the compiled step (flops, bytes accessed)
+and its memory analysis (argument, output, temporary bytes). `--profile DIR` then traces three calls
+of each configuration with `jax.profiler` (a folder per configuration).
 Like `gan_jax.train`, the command first tunes the CPU runtime (`cli.tune_cpu_runtime`), so it times
 what training runs; `--notune_cpu_runtime` times JAX's defaults instead.
 
@@ -60,15 +64,40 @@ def peak_memory_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
 
 
+def xla_analysis(compiled) -> dict[str, Any]:
+    """XLA's own account of a compiled step: its cost analysis (flops, bytes accessed) and memory
+    analysis (argument, output and temporary bytes); a field the backend does not report is None."""
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if cost else {}) if isinstance(cost, list) else (cost or {})
+    memory = compiled.memory_analysis()
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+              "alias_size_in_bytes", "generated_code_size_in_bytes")
+    return {"xla_flops": cost.get("flops"), "xla_bytes_accessed": cost.get("bytes accessed"),
+            **{f"xla_{name.removesuffix('_in_bytes')}_bytes": getattr(memory, name, None)
+               for name in fields}}
+
+
+def profile_calls(call, states, calls: int, directory: str):
+    """A `jax.profiler` trace of `calls` calls of `states, metrics = call(states)` into `directory`
+    (TensorBoard's profile plugin, XProf and Perfetto open it), each call annotated as a step."""
+    with jax.profiler.trace(directory):
+        for number in range(calls):
+            with jax.profiler.StepTraceAnnotation("train", step_num=number):
+                states, metrics = call(states)
+        jax.block_until_ready((states, metrics))
+    return states
+
+
 def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: int, repeats: int,
-              loop: str) -> dict[str, Any]:
-    """Times the configured train step; config.batch_size and config.steps_per_call are set."""
+              loop: str, profile_dir: str | None = None) -> dict[str, Any]:
+    """Times the configured train step; config.batch_size and config.steps_per_call are set. With
+    `profile_dir`, then traces a few calls into it."""
     k = config.steps_per_call
     layout = Layout.for_config(config)
     if loop != "auto":
         layout = dataclasses.replace(layout, unroll=loop == "unrolled")
     config_lib.steps_per_epoch(config, len(images))  # checks steps_per_call fits an epoch
-    spec = GANSpec.from_config(config, axis_name=layout.batch_axis)
+    spec = GANSpec.from_config(config, **layout.spec_options())
     parallel = ParallelStep(layout, spec, [hyperparams(config)])
     state = create_train_state(spec, config.seed)
     orders = steps.data_orders(state.key, 0, len(images))
@@ -76,10 +105,13 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     # Timed runs may pass the first two epochs: they then reuse their orders, which costs the same.
     data = parallel.with_orders(parallel.put_data(images, _labels(config, images)), [orders])
     start = time.perf_counter()
-    step, _ = parallel.compile_ahead(k, states, data)
+    step, compiled = parallel.compile_ahead(k, states, data)
     compile_s = time.perf_counter() - start
     calls = max(1, -(-num_steps // k))
-    rates, metrics = _time_calls(lambda states: step(states, data), states, calls, repeats)
+    rates, metrics, states = _time_calls(lambda states: step(states, data), states, calls, repeats)
+    if profile_dir:
+        name = f"batch{config.batch_size}_k{k}_{config.model.compute_dtype}"
+        profile_calls(lambda states: step(states, data), states, 3, os.path.join(profile_dir, name))
     if not all(np.isfinite(m["d_loss"]) for m in parallel.get_metrics(metrics)[0]):
         raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
     rates = [rate * k for rate in rates]
@@ -109,6 +141,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         "peak_memory_kind": memory_kind,
         "timed_steps": calls * k,
         "repeats": repeats,
+        **xla_analysis(compiled),
     }
 
 
@@ -155,9 +188,10 @@ def _labels(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray
         config.model.num_classes) else None
 
 
-def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any]:
+def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any, Any]:
     """Calls/s of `state, metrics = call(state)`: one untimed warm-up call, then `repeats` timed runs
-    of `calls` calls, each ending when the device is done. Returns the rates and the last metrics."""
+    of `calls` calls, each ending when the device is done. Returns the rates, the last metrics and
+    the last state (the input state is donated)."""
     state, metrics = call(state)
     jax.block_until_ready(metrics)
     rates = []
@@ -167,7 +201,7 @@ def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any
             state, metrics = call(state)
         jax.block_until_ready((state, metrics))
         rates.append(calls / (time.perf_counter() - start))
-    return rates, metrics
+    return rates, metrics, state
 
 
 def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs: int, num_steps: int,
@@ -179,7 +213,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
       run), "run_steps_per_s" (runs x steps/s), min and max of the latter, "batch_size", ...}.
     """
     layout = Layout.for_config(config, num_runs, form)
-    spec = GANSpec.from_config(config, axis_name=layout.batch_axis)
+    spec = GANSpec.from_config(config, **layout.spec_options())
     parallel = ParallelStep(layout, spec, [hyperparams(config)] * num_runs)
     host_states = [devices.to_host(create_train_state(spec, seed)) for seed in range(num_runs)]
     states = parallel.put_states(host_states)
@@ -188,7 +222,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
     start = time.perf_counter()
     step, _ = parallel.compile_ahead(1, states, data)
     compile_s = time.perf_counter() - start
-    rates, metrics = _time_calls(lambda states: step(states, data), states, num_steps, repeats)
+    rates, metrics, _ = _time_calls(lambda states: step(states, data), states, num_steps, repeats)
     if not all(np.isfinite(m["d_loss"]) for run in parallel.get_metrics(metrics) for m in run):
         raise UserError(f"the loss became non-finite while benchmarking {num_runs} runs")
     steps_per_s = statistics.median(rates)
@@ -242,8 +276,9 @@ def bench_images(config: ml_collections.ConfigDict, real_data: bool) -> np.ndarr
 
 
 def bench_steps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
-        steps_per_call: list[int], num_steps: int, repeats: int, loop: str, json_path: str | None,
-        epoch: bool = False) -> list[dict]:
+                steps_per_call: list[int], num_steps: int, repeats: int, loop: str,
+                json_path: str | None, epoch: bool = False,
+                profile_dir: str | None = None) -> list[dict]:
     per_image = flops.train_step_flops_per_image(config)
     matmul = flops.matmul_gflops()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) x{jax.device_count()}, "
@@ -265,7 +300,7 @@ def bench_steps(config: ml_collections.ConfigDict, images: np.ndarray, batch_siz
                 run_config.batch_size, run_config.steps_per_call = batch_size, k
                 run_config.log_every = run_config.sample_every = run_config.checkpoint_every = k
             config_lib.validate(run_config)
-            row = bench_one(run_config, images, num_steps, repeats, loop)
+            row = bench_one(run_config, images, num_steps, repeats, loop, profile_dir)
             row["matmul_gflops_per_s"] = matmul
             row["fraction_of_matmul"] = row["gflops_per_s"] / matmul
             rows.append(row)
@@ -319,7 +354,7 @@ def main(argv) -> int:
         else:
             bench_steps(values.config, images, _int_list(values.batch_sizes),
                         _int_list(values.steps_per_call), values.steps, values.repeats, values.loop,
-                        values.json, values.epoch)
+                        values.json, values.epoch, values.profile)
     return cli.run(body)
 
 
@@ -339,6 +374,9 @@ def _define_flags() -> None:
     flags.DEFINE_bool("epoch", False, "Also run one epoch of the real training loop at the first "
                       "batch size and report its peak resident memory.")
     flags.DEFINE_string("json", None, "Append one JSON object per configuration to this file.")
+    flags.DEFINE_string("profile", None, "Also write a jax.profiler trace of 3 calls of each "
+                        "configuration into this folder (open it with TensorBoard's profile plugin, "
+                        "XProf or Perfetto).")
     flags.DEFINE_bool("tune_cpu_runtime", True,
                       "Tune the CPU runtime as gan_jax.train does (synchronous dispatch, glibc "
                       "keeping freed memory); --notune_cpu_runtime for JAX's defaults.")

@@ -33,7 +33,7 @@ D_CONDITIONS = ("projection", "concat", "acgan")
 LOSSES = ("ns", "hinge", "ls", "wgan_gp")
 LR_DECAYS = ("none", "linear", "cosine")
 AUGMENTATIONS = ("color", "translation", "cutout")
-PARALLEL_MODES = ("pmap", "shard_map")
+PARALLEL_MODES = ("jit", "pmap", "shard_map")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,11 @@ def augment_policy(text: str) -> tuple[str, ...]:
         raise ConfigError(f"config.augment={text!r}: expected a comma-separated subset of "
                           f"{', '.join(AUGMENTATIONS)}, each once")
     return tuple(name for name in AUGMENTATIONS if name in names)
+
+
+def _profile_window(text: str) -> bool:
+    parts = text.split(",") if text else ["0", "1"]
+    return len(parts) == 2 and all(p.strip().isdigit() for p in parts) and int(parts[1]) >= 1
 
 
 def _augment_check(text: str) -> bool:
@@ -192,11 +197,16 @@ KEYS: tuple[Key, ...] = (
         allowed=">= 0 (0: off)", check=_non_negative),
     Key("steps_per_call", 1, "training steps per compiled call (cadences must be multiples of it)",
         **_POSITIVE),
-    Key("parallel", "pmap", "how several devices share a run: `pmap` or `shard_map`",
-        **_one_of(PARALLEL_MODES)),
-    Key("num_devices", 0, "local devices to use (0: all)", allowed=">= 0 (0: every local device)",
-        check=_non_negative),
+    Key("parallel", "pmap", "how several devices share a run: `jit` (the step for the global batch, "
+        "sharded), `pmap` or `shard_map` (the per-device step)", **_one_of(PARALLEL_MODES)),
+    Key("num_devices", 0, "devices to use of each process (0: all)", allowed=">= 0 (0: every local "
+        "device)", check=_non_negative),
+    Key("data_devices", 0, "a sweep's devices per run, its batch split over them (0: devices / "
+        "gcd(runs, devices))", allowed=">= 0 (0: chosen)", check=_non_negative, absent_means=0),
     Key("deterministic", True, "ask XLA for deterministic GPU kernels", allowed="true or false"),
+    Key("profile_steps", "", "`START,COUNT`: a `jax.profiler` trace of those steps in the workdir's "
+        "`profile/` (`\"\"`: none)", allowed="'' or START,COUNT (integers, COUNT >= 1)",
+        check=_profile_window, absent_means=""),
 )
 BY_NAME = {key.name: key for key in KEYS}
 # What a sweep may vary: each run's values of these go to its step as arrays (`Hyperparams`).

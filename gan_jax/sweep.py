@@ -58,9 +58,14 @@ def main(argv):
     cli.setup_logging()
 
     def run():
+        cli.join_distributed(values)
         seeds = runs_lib.parse_seeds(values.seeds)
         vary = dict(runs_lib.parse_values(text) for text in values.vary or [])
-        return sweep(values.config, workdir, seeds, vary, values.sweep_form)
+        config = values.config
+        if values.data_devices is not None:
+            config = ml_collections.ConfigDict(config.to_dict())
+            config.data_devices = values.data_devices
+        return sweep(config, workdir, seeds, vary, values.sweep_form)
     return cli.training_command("gan_jax.sweep", workdir, run)
 
 
@@ -72,6 +77,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Sweep folder (default: runs/<config file stem>_sweep).")
     flags.DEFINE_enum("sweep_form", "auto", list(SWEEP_FORMS), "How the runs share the program: auto "
                       "(by backend), vmap, unrolled or map.")
+    flags.DEFINE_integer("data_devices", None, "Devices each run's batch is split over (default: "
+                         "config.data_devices, 0: devices / gcd(runs, devices)).")
+    cli.define_distributed_flags()
     flags.mark_flags_as_required(["config"])
 
 

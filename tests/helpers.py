@@ -156,7 +156,7 @@ def parallel_step(config):
     from gan_jax.training.parallel import Layout, ParallelStep
     from gan_jax.training.spec import GANSpec, hyperparams
     layout = Layout.for_config(config)
-    return ParallelStep(layout, GANSpec.from_config(config, axis_name=layout.batch_axis),
+    return ParallelStep(layout, GANSpec.from_config(config, **layout.spec_options()),
                         [hyperparams(config)])
 
 

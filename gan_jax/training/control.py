@@ -5,6 +5,7 @@ non-finite losses and parameters.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Any, Callable
@@ -144,3 +145,45 @@ class HostMetrics:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._take(*pending)
+
+
+def profile_window(text: str) -> tuple[int, int] | None:
+    """config.profile_steps ("START,COUNT", e.g. "100,5") as (start, count); None for ""."""
+    if not text:
+        return None
+    start, count = (int(part) for part in text.split(","))
+    return start, count
+
+
+class Profiler:
+    """A `jax.profiler` trace of the calls from step START on for COUNT steps (config.profile_steps),
+    each call annotated as a step (`StepTraceAnnotation`), into `directory`: what TensorBoard's
+    profile plugin, XProf and Perfetto open."""
+
+    def __init__(self, window: tuple[int, int] | None, directory: str):
+        self._window, self._directory, self._tracing = window, directory, False
+
+    def before_call(self, step: int) -> None:
+        """Starts the trace when the call about to run is the first of the window."""
+        if self._window and not self._tracing and self._window[0] <= step < sum(self._window):
+            jax.profiler.start_trace(self._directory)
+            self._tracing = True
+            logger.info("tracing steps %d to %d into %s", step + 1, sum(self._window), self._directory)
+
+    def annotation(self, step: int):
+        """The call's annotation, numbered by its first step (a no-op outside the trace)."""
+        if self._tracing:
+            return jax.profiler.StepTraceAnnotation("train", step_num=step)
+        return contextlib.nullcontext()
+
+    def after_call(self, step: int, outputs: Any) -> None:
+        """Stops (and writes) the trace once the window's last step has run."""
+        if self._tracing and step >= sum(self._window):
+            jax.block_until_ready(outputs)
+            jax.profiler.stop_trace()
+            self._tracing = False
+
+    def close(self) -> None:
+        if self._tracing:
+            jax.profiler.stop_trace()
+            self._tracing = False

@@ -72,7 +72,7 @@ def train_runs(runs: list[Run], *, sweep_dir: str | None = None, form: str = "au
     sources.check_labels(split, config.model.num_classes)
     steps_per_epoch = config_lib.steps_per_epoch(config, len(split.images))
     total_steps = config_lib.total_steps(config, len(split.images))
-    spec = GANSpec.from_config(config, axis_name=layout.batch_axis, total_steps=total_steps)
+    spec = GANSpec.from_config(config, total_steps=total_steps, **layout.spec_options())
     folders = folders_lib.RunFolders(runs, sweep_dir)  # only now is anything written
     try:
         host_states, extras = folders.restore(spec, len(split.images))
@@ -176,15 +176,21 @@ def _loop(config, parallel: ParallelStep, status: "_RunStatus", host_states: lis
         lambda metrics, first_step: status.take(parallel.get_metrics(metrics), first_step))
     throughput = control.Throughput(step)
     what = f" of {len(status.runs)} runs" if len(status.runs) > 1 else ""
+    folder = status.folders.dirs[0] if len(status.runs) == 1 else os.path.dirname(status.folders.dirs[0])
+    profiler = control.Profiler(control.profile_window(config.profile_steps),
+                                os.path.join(folder, "profile"))
     stopping = False
     try:
         with control.InterruptFlag() as interrupt:
             while step < total_steps and not stopping and status.any_training():
                 num_steps = control.call_size(config, step, total_steps)
+                profiler.before_call(step)
                 call_start = time.perf_counter()
-                states, metrics = parallel.train_steps(num_steps)(states, epoch_data.at(step))
+                with profiler.annotation(step + 1):
+                    states, metrics = parallel.train_steps(num_steps)(states, epoch_data.at(step))
                 host_metrics.add(metrics, first_step=step + 1)
                 step += num_steps
+                profiler.after_call(step, metrics)
                 throughput.after_call(num_steps, metrics, call_start, what)
                 due = control.due(config, step, total_steps)
                 # One process alone checks its flag every step; several agree at synced steps only.
@@ -207,6 +213,7 @@ def _loop(config, parallel: ParallelStep, status: "_RunStatus", host_states: lis
                 raise Interrupted(step, os.path.dirname(status.folders.dirs[0]) if len(status.runs) > 1
                                   else status.checkpoint_dir(0))
     finally:
+        profiler.close()
         status.close()
     status.finish(step)
     return parallel.get_states(states)

@@ -9,18 +9,24 @@
   BatchNorm statistics are averaged over the axis, so N devices train the model one device would, up
   to float rounding. With several processes (`jax.distributed`) each drives its local devices and the
   axis spans every device of every process;
+- one run, several devices, `config.parallel="jit"`: one `jax.jit` of the step written for the global
+  batch; state and data replicated, the batch laid out over the devices (`NamedSharding`), and XLA
+  inserts the reductions (BatchNorm over the global batch, the gradients' means);
 - several runs (a sweep): every run with its own state, data order and hyperparameters in one
-  program, in one of SWEEP_FORMS, the runs spread over the devices (`jax.shard_map` over a runs axis).
+  program, in one of SWEEP_FORMS, on a (runs, data) mesh: the devices in groups of
+  `data_devices`, each group holding its share of the runs and splitting each run's batch over its
+  devices (`jax.shard_map` over both axes), over every device of every process.
 
-`ParallelStep` then compiles the step for a `GANSpec` built with the layout's `batch_axis`, and is the
-one interface the training loop uses for either: states, data and metrics go in and come out as lists
-with one entry per run.
+`ParallelStep` then compiles the step for a `GANSpec` built with the layout's `spec_options()`, and is
+the one interface the training loop uses for any of them: states, data and metrics go in and come out
+as lists with one entry per run, whole on every process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable
 
 import jax
@@ -60,13 +66,16 @@ class Layout:
     """How a training program's runs use the devices.
 
     Attributes:
-      mode: "jit" (one run, one device in total), "pmap" or "shard_map" (one run over several), or
-        "runs" (several runs).
+      mode: for one run, "jit" (one jit of the step for the global batch, sharded over the devices
+        when there are several), "pmap" or "shard_map" (the per-device step mapped over them); for
+        several, "runs".
       num_runs: runs in the program.
       devices: the participating devices, over all processes, in axis order.
       local_devices: this process's share of them.
       form: for "runs", how they share the program (SWEEP_FORMS without "auto").
       unroll: K steps per call run unrolled (see `steps.train_steps`).
+      data_devices: the devices one run's batch is split over; "runs" lays the devices out as a
+        (runs, data) mesh of num_devices / data_devices groups, each holding num_runs / groups runs.
     """
 
     mode: str
@@ -75,6 +84,7 @@ class Layout:
     local_devices: tuple
     form: str | None
     unroll: bool
+    data_devices: int = 1
 
     @classmethod
     def for_config(cls, config: ml_collections.ConfigDict, num_runs: int = 1,
@@ -89,40 +99,71 @@ class Layout:
         # K steps per call run as a rolled loop: as fast as unrolled and quicker to compile, except
         # with the "xla" transposed convolution on CPU, whose gradients need unrolling there.
         unroll = config.model.conv_transpose == "xla" and jax.default_backend() == "cpu"
-        if num_runs > 1:
-            if jax.process_count() > 1:
-                raise ConfigError("a sweep runs in one process; spread its runs over that process's "
-                                  "devices")
-            form = sweep_form(form)
-            # The runs spread evenly: as many devices as divide the run count, at most num_local.
-            count = max(d for d in range(1, num_local + 1) if num_runs % d == 0)
-            local = tuple(jax.local_devices()[:count])
-            return cls("runs", num_runs, local, local, form, unroll)
         participating = tuple(devices_lib.participating_devices(num_local))
-        if config.batch_size % len(participating):
-            raise ConfigError(f"config.batch_size={config.batch_size} does not divide evenly over "
-                              f"{len(participating)} devices")
-        group, per_device = config.model.d_minibatch_std, config.batch_size // len(participating)
-        if group and per_device % group:
-            raise ConfigError(f"config.model.d_minibatch_std={group} does not divide each device's "
-                              f"{per_device} images into whole groups")
-        mode = "jit" if len(participating) == 1 else config.parallel
-        return cls(mode, 1, participating, tuple(jax.local_devices()[:num_local]), None, unroll)
+        local = tuple(jax.local_devices()[:num_local])
+        total = len(participating)
+        if num_runs > 1:
+            data = config.data_devices or total // math.gcd(num_runs, total)
+            if total % data or num_runs % (total // data):
+                raise ConfigError(f"{num_runs} runs on {total} devices with config.data_devices={data}: "
+                                  f"the {total // data if total % data == 0 else 'uneven'} device "
+                                  f"groups must divide the runs and the data devices the devices")
+            if num_runs % jax.process_count():
+                raise ConfigError(f"{num_runs} runs do not spread evenly over {jax.process_count()} "
+                                  f"processes")
+            _check_batch(config, data)
+            return cls("runs", num_runs, participating, local, sweep_form(form), unroll, data)
+        if config.data_devices not in (0, total):
+            raise ConfigError(f"config.data_devices={config.data_devices} but the run has {total} "
+                              f"device(s) (config.num_devices); a lone run's batch is split over all")
+        _check_batch(config, total)
+        mode = "jit" if total == 1 else config.parallel
+        return cls(mode, 1, participating, local, None, unroll, total)
 
     @property
     def batch_axis(self) -> str | None:
-        """The device axis the spec's BatchNorm must average over (None: the batch is on one device)."""
+        """The device axis the per-device step averages over, BatchNorm's too (None: the step is
+        written for the whole batch: on one device, or "jit", where XLA inserts the reductions)."""
+        if self.mode == "runs":
+            return AXIS if self.data_devices > 1 else None
         return AXIS if self.mode in ("pmap", "shard_map") else None
+
+    @property
+    def batch_sharding(self) -> NamedSharding | None:
+        """For "jit" on several devices, how the step's global batch is laid out: split over them."""
+        if self.mode != "jit" or self.num_devices == 1:
+            return None
+        return NamedSharding(Mesh(np.array(self.devices), (AXIS,)), P(AXIS))
+
+    def spec_options(self) -> dict[str, Any]:
+        """What `GANSpec.from_config` needs to know of the layout: its device axis and batch layout."""
+        return {"axis_name": self.batch_axis, "batch_sharding": self.batch_sharding}
 
     @property
     def num_devices(self) -> int:
         return len(self.devices)
 
     def describe(self) -> str:
-        """E.g. "1 run on 4 cpu devices (pmap)" or "4 runs on 2 cpu devices (unrolled form)"."""
-        how = f"{self.form} form" if self.mode == "runs" else self.mode
+        """E.g. "1 run on 4 cpu devices (pmap)" or "4 runs on 4 cpu devices (2 runs x 2 data
+        devices, unrolled form)"."""
+        how = self.mode
+        if self.mode == "runs":
+            groups = self.num_devices // self.data_devices
+            how = f"{groups} run groups x {self.data_devices} data devices, {self.form} form"
         runs = f"{self.num_runs} run{'s' if self.num_runs > 1 else ''}"
-        return f"{runs} on {self.num_devices} {jax.default_backend()} device(s) ({how})"
+        processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        return f"{runs} on {self.num_devices} {jax.default_backend()} device(s){processes} ({how})"
+
+
+def _check_batch(config: ml_collections.ConfigDict, data_devices: int) -> None:
+    """The batch (and D's minibatch groups) divide over the devices one run is split over."""
+    if config.batch_size % data_devices:
+        raise ConfigError(f"config.batch_size={config.batch_size} does not divide evenly over "
+                          f"{data_devices} devices")
+    group, per_device = config.model.d_minibatch_std, config.batch_size // data_devices
+    if group and per_device % group:
+        raise ConfigError(f"config.model.d_minibatch_std={group} does not divide each device's "
+                          f"{per_device} images into whole groups")
 
 
 class ParallelStep:
@@ -135,7 +176,12 @@ class ParallelStep:
     def __init__(self, layout: Layout, spec: GANSpec, hyperparams: list[Hyperparams] | None = None):
         """`hyperparams`: each run's (config.SWEEPABLE values); for one run, the spec's constants."""
         self.layout, self.spec = layout, spec
-        self._mesh = Mesh(np.array(layout.devices), (RUNS_AXIS if layout.mode == "runs" else AXIS,))
+        if layout.mode == "runs" and layout.data_devices > 1:
+            groups = layout.num_devices // layout.data_devices
+            self._mesh = Mesh(np.array(layout.devices).reshape(groups, layout.data_devices),
+                              (RUNS_AXIS, AXIS))
+        else:
+            self._mesh = Mesh(np.array(layout.devices), (RUNS_AXIS if layout.mode == "runs" else AXIS,))
         self._local_mesh = Mesh(np.array(layout.local_devices), (AXIS,))
         self._hyperparams = None
         if layout.mode == "runs":
@@ -178,9 +224,14 @@ class ParallelStep:
         """The jitted step: `(states, data, *self._extra_args()) -> (states, metrics)`."""
         step, mode = self._step(num_steps), self.layout.mode
         if mode == "jit":
+            # Over several devices the step itself lays its batch out over them (spec.batch_sharding);
+            # state and data are replicated, so XLA inserts the reductions BatchNorm and the means of
+            # the gradients need.
             return jax.jit(step, donate_argnums=0, compiler_options=devices_lib.compiler_options())
         if mode == "runs":
-            runs = self._runs_program(step)
+            # Each run's step averages over the data axis of its group when it has one.
+            runs = self._runs_program(step if self.layout.data_devices == 1
+                                      else functools.partial(step, axis_name=AXIS))
             if self.layout.num_devices == 1:
                 return jax.jit(runs, donate_argnums=0, compiler_options=devices_lib.compiler_options())
             return jax.jit(jax.shard_map(runs, mesh=self._mesh,
@@ -232,9 +283,11 @@ class ParallelStep:
         return devices_lib.typed_key(self._place(host_state))
 
     def get_states(self, states: Any) -> list[HostState]:
-        """One host state per run: numpy leaves, the key as raw key data."""
+        """One host state per run (every run's on every process): numpy leaves, the key as raw key
+        data."""
         if self.layout.mode == "runs":
-            return devices_lib.unstack(devices_lib.to_host(states), self.layout.num_runs)
+            host = _gather(states.replace(key=jax.random.key_data(states.key)))
+            return devices_lib.unstack(host, self.layout.num_runs)
         return [self._one_copy(states.replace(key=jax.random.key_data(states.key)))]
 
     def put_data(self, images: np.ndarray, labels: np.ndarray | None) -> TrainData:
@@ -253,14 +306,14 @@ class ParallelStep:
         """A call's metrics on the host: per run, one dict per step."""
         if self.layout.mode == "runs":
             return [_per_step(values) for values in
-                    devices_lib.unstack(jax.device_get(metrics), self.layout.num_runs)]
+                    devices_lib.unstack(_gather(metrics), self.layout.num_runs)]
         return [_per_step(self._one_copy(metrics))]
 
     def _place(self, tree: Any, per_run: bool = False) -> Any:
         mode = self.layout.mode
         if mode == "runs":
-            return jax.device_put(tree, NamedSharding(self._mesh, P(RUNS_AXIS) if per_run else P()))
-        if mode == "jit":
+            return _global(tree, NamedSharding(self._mesh, P(RUNS_AXIS) if per_run else P()))
+        if mode == "jit" and self.layout.num_devices == 1:
             return jax.device_put(tree, self.layout.local_devices[0])
         if mode == "pmap":
             # pmap takes per-process arrays with a leading axis of local devices.
@@ -274,9 +327,26 @@ class ParallelStep:
     def _one_copy(self, tree: Any) -> Any:
         if self.layout.mode == "pmap":
             return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
-        if self.layout.mode == "shard_map":
+        if self.layout.num_devices > 1:  # replicated: any one shard is the whole
             return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data), tree)
         return jax.device_get(tree)
+
+
+def _global(tree: Any, sharding: NamedSharding) -> Any:
+    """Host arrays, whole on every process, as global arrays of `sharding`: each process places the
+    pieces its devices hold (one process: what device_put does)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: jax.make_array_from_callback(
+        np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree)
+
+
+def _gather(tree: Any) -> Any:
+    """Global arrays as whole host arrays on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _per_step(metrics: Metrics) -> list[Metrics]:

@@ -59,16 +59,19 @@ class GANSpec:
     augment: tuple[str, ...] = ()  # DiffAugment's transformations before D (gan_jax.model.augment)
     lr_decay: str = "none"  # one of config.LR_DECAYS: how the learning rates fall over decay_steps
     decay_steps: int = 0  # the run's length, over which lr_decay takes the rates to 0
+    batch_sharding: Any = None  # "jit" over several devices: how the global batch is laid out
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, axis_name: str | None = None,
-                    total_steps: int = 0) -> "GANSpec":
+                    total_steps: int = 0, batch_sharding: Any = None) -> "GANSpec":
         """Builds networks and settings.
 
         Args:
           config: a validated run config.
           axis_name: the device axis BatchNorm averages over (pmap/shard_map); None otherwise.
           total_steps: the run's length, what config.lr_decay decays over (training only).
+          batch_sharding: for "jit" over several devices, the global batch's layout
+            (`parallel.Layout.batch_sharding`).
         """
         model = config.model
         # Parameters and optimizer states stay float32; compute_dtype is what layers compute in.
@@ -97,6 +100,7 @@ class GANSpec:
             augment=config_lib.augment_policy(config.augment),
             lr_decay=config.lr_decay,
             decay_steps=total_steps,
+            batch_sharding=batch_sharding,
         )
 
     def lr_scale(self, step: jax.Array) -> Any:

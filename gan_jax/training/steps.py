@@ -13,7 +13,8 @@ then (with `ema_decay > 0`) the moving average of G's variables.
 With `axis_name` set, the step runs on one shard of the global batch inside pmap/shard_map: every
 device draws the same global batch and noise and takes its own contiguous slice, gradients and metrics
 are averaged over the axis, and BatchNorm (built with the same axis_name) averages its statistics, so
-N devices compute what one device would.
+N devices compute what one device would. With `gan.batch_sharding` set instead ("jit" over several
+devices), the step is the one-device step, its batch laid out over the devices, and XLA partitions it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ def cycle_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
     return jnp.abs(real - fake).mean()
 
 
-def _local_slice(global_batch: jax.Array, axis_name: str | None) -> jax.Array:
-    """This device's contiguous slice of a global batch (all of it when not sharded)."""
+def _local_slice(global_batch: jax.Array, axis_name: str | None, gan: GANSpec) -> jax.Array:
+    """This device's contiguous slice of a global batch: all of it when not sharded, and all of it,
+    laid out over the devices, for "jit" over several (`gan.batch_sharding`: XLA then splits the
+    work and inserts the reductions)."""
+    if gan.batch_sharding is not None:
+        return jax.lax.with_sharding_constraint(global_batch, gan.batch_sharding)
     if axis_name is None:
         return global_batch
     num_shards = jax.lax.axis_size(axis_name)
@@ -55,7 +60,7 @@ def _mean_over_devices(tree: Any, axis_name: str | None) -> Any:
 def sample_noise(gan: GANSpec, key: jax.Array, axis_name: str | None = None) -> jax.Array:
     """This device's slice of the global batch of z ~ N(0, 1)."""
     noise = jax.random.normal(key, (gan.batch_size, gan.latent_dim), jnp.float32)
-    return _local_slice(noise, axis_name)
+    return _local_slice(noise, axis_name, gan)
 
 
 def _apply_gradients(network: NetworkState, optimizer: optax.GradientTransformation, grads: Any,
@@ -80,7 +85,7 @@ def _augment(gan: GANSpec, images: jax.Array, key: jax.Array, axis_name: str | N
     if not gan.augment:
         return images
     return augment.augment(images, key, gan.augment, gan.batch_size,
-                           lambda draws: _local_slice(draws, axis_name))
+                           lambda draws: _local_slice(draws, axis_name, gan))
 
 
 def draw_labels(gan: GANSpec, key: jax.Array, axis_name: str | None = None,
@@ -96,7 +101,7 @@ def draw_labels(gan: GANSpec, key: jax.Array, axis_name: str | None = None,
                                         shape=(gan.batch_size,))
     else:
         labels = jax.random.randint(label_key, (gan.batch_size,), 0, gan.num_classes)
-    return _local_slice(labels, axis_name)
+    return _local_slice(labels, axis_name, gan)
 
 
 def _cluster_counts(state: TrainState) -> jax.Array | None:
@@ -158,7 +163,7 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GANSpec,
             # One interpolation weight per image of the global batch, sliced like the noise.
             weights = jax.random.uniform(jax.random.fold_in(key, 1), (gan.batch_size,))
             penalties["d_gp"] = losses.gradient_penalty(critic, seen_real, seen_fake,
-                                                        _local_slice(weights, axis_name))
+                                                        _local_slice(weights, axis_name, gan))
             loss = loss + hp["gp_weight"] * penalties["d_gp"]
         if gan.r1:
             penalties["d_r1"] = losses.r1_penalty(critic, seen_real)
@@ -275,7 +280,7 @@ def train_step(state: TrainState, data: batches.TrainData, *, gan: GANSpec,
     keys = jax.random.split(jax.random.fold_in(noise_key, state.step), gan.d_steps + 1)
     d_metrics = []
     for update in range(gan.d_steps):
-        local = _local_slice(per_update[update], axis_name)
+        local = _local_slice(per_update[update], axis_name, gan)
         real = batches.to_model_range(data.images[local])
         # A self-conditioned run's classes are its clusters; a conditional run's, the data's labels.
         labels = data.labels if state.clusters is None else state.clusters.assignments
