@@ -41,11 +41,12 @@ def test_flop_count_follows_the_config():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call", [1, 3])
-def test_bench_times_the_real_step(idx_dir, steps_per_call):
+def test_bench_times_the_real_step(idx_dir, steps_per_call, tmp_path):
     config = tiny_config(idx_dir, steps_per_call=steps_per_call, log_every=3, sample_every=3,
                          checkpoint_every=3)
     images = np.zeros((64, 28, 28, 1), np.uint8)
-    row = bench.bench_one(config, images, num_steps=4, repeats=2, loop="auto")
+    row = bench.bench_one(config, images, num_steps=4, repeats=2, loop="auto",
+                          profile_dir=str(tmp_path / "profile"))
     assert JSON_KEYS <= set(row)
     assert row["timed_steps"] == (4 if steps_per_call == 1 else 6)  # whole calls
     assert row["steps_per_s_min"] <= row["steps_per_s"] <= row["steps_per_s_max"]
@@ -54,6 +55,13 @@ def test_bench_times_the_real_step(idx_dir, steps_per_call):
         row["steps_per_s"] * 8 * flops.train_step_flops_per_image(config) / 1e9)
     assert row["peak_memory_bytes"] > 0 and row["compile_s"] > 0
     assert row["loop"] == ("single" if steps_per_call == 1 else "rolled")
+    # XLA's own count beside the analytic one: the same order (it counts what the program runs).
+    analytic = flops.train_step_flops_per_image(config) * 8 * steps_per_call
+    assert 0.3 * analytic < row["xla_flops"] < 3 * analytic
+    assert row["xla_bytes_accessed"] > 0 and row["xla_argument_size_bytes"] > images.nbytes
+    assert row["xla_temp_size_bytes"] >= 0 and row["xla_output_size_bytes"] > 0
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
 
 
 @pytest.mark.slow

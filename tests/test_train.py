@@ -274,3 +274,11 @@ def test_every_quality_tool_resumes_bit_identically(all_tools_reference, idx_dir
     reference_dir, reference_state = all_tools_reference
     assert trees_equal(resumed, reference_state)
     assert numeric_metrics(workdir) == numeric_metrics(reference_dir)
+
+
+def test_profile_steps_write_a_trace_that_tensorboard_and_perfetto_open(idx_dir, tmp_path):
+    import glob
+    train.train_and_evaluate(tiny_config(idx_dir, profile_steps="2,2"), str(tmp_path))
+    traces = glob.glob(str(tmp_path / "profile" / "plugins" / "profile" / "*" / "*"))
+    kinds = {os.path.basename(path).split(".", 1)[1] for path in traces if os.path.getsize(path) > 0}
+    assert {"xplane.pb", "trace.json.gz"} <= kinds, traces  # XProf/TensorBoard's, and Perfetto's
