@@ -36,6 +36,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mbstd": ("experiments/{dataset}.py", BASE + ["--config.model.d_minibatch_std=4"]),
     "lr_decay": ("experiments/{dataset}.py", BASE + ["--config.lr_decay=linear"]),
     "self_condition": ("experiments/{dataset}.py", BASE + SELF_CONDITION),
+    # Every technique at once: the study's answer to "do they add up?".
+    "combined": ("experiments/{dataset}.py", BASE + SELF_CONDITION + [
+        "--config.augment=translation,cutout", "--config.model.d_minibatch_std=4",
+        "--config.lr_decay=linear"]),
 }
 
 
