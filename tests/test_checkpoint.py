@@ -199,16 +199,26 @@ def _largest_file(folder: str) -> str:
 
 
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
-def test_damage_anywhere_in_a_data_file_is_found_and_the_previous_checkpoint_used(gan, tmp_path, where):
+def test_damage_anywhere_in_a_data_file_never_restores_what_was_not_saved(gan, tmp_path, where):
     """Inside a data file, past the part tensorstore's framing checks, only the content hashes see
-    the damage: the checkpoint is skipped (and set aside by training), never restored."""
+    the damage: the checkpoint is skipped (and set aside by training), never restored.
+
+    The one exception is harmless: OCDBT can leave bytes that no array reads at a data file's end
+    (where depends on how the asynchronous writes were batched, so the layout differs from save to
+    save); damage there leaves the restored state exactly what was saved, which the hashes confirm.
+    Damage at the start or in the middle of the largest file always lands in array data.
+    """
     folder = _saved_steps(gan, str(tmp_path / "ckpt"))
     _overwrite(_largest_file(os.path.join(folder, "2")), where)
     checkpointer = Checkpointer(folder, keep=5)
     restored = checkpointer.restore_newest(abstract(gan), set_aside=True)
-    assert restored.step == 1 and trees_equal(restored.state, host_state(gan, seed=1, step=1))
-    assert sorted(os.listdir(folder)) == ["1", "2.damaged"]
     checkpointer.close()
+    if restored.step == 2:  # the damage missed every array: only acceptable where nothing is read
+        assert where == "end" and trees_equal(restored.state, host_state(gan, seed=2, step=2))
+        assert sorted(os.listdir(folder)) == ["1", "2"]
+    else:
+        assert restored.step == 1 and trees_equal(restored.state, host_state(gan, seed=1, step=1))
+        assert sorted(os.listdir(folder)) == ["1", "2.damaged"]
 
 
 @pytest.mark.parametrize("name", ["_CHECKPOINT_METADATA", os.path.join("default", "_METADATA")])
