@@ -1,19 +1,12 @@
-"""The config contract, in one table: every key a run reads, with its default, type, allowed values,
-meaning, whether it defines the run and whether a sweep may vary it.
-
-`defaults()` is the tutorial's setup (experiments/mnist.py returns it); `validate` checks a config
-against the table before any data is read or any function is compiled, so a typo in a key or a bad
-value fails in one line. The README's config table is `markdown_table()` (a test keeps them equal:
-`python -m gan_jax.config` prints it). This module imports no JAX: the allowed values of the choices
-are declared here, and the modules that implement them (losses, networks, data sources) take them
-from here.
+"""The config contract's table: every key a run reads, with its default, type, allowed values, meaning,
+whether it defines the run and whether a sweep may vary it (`KEYS`), and the allowed values of each
+choice. This module imports no JAX: the modules that implement the choices (losses, networks, data
+sources) take them from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from typing import Any, Callable
 
 import ml_collections
@@ -21,9 +14,14 @@ import ml_collections
 from gan_jax.errors import ConfigError
 
 # The allowed values of each choice.
-SOURCES = ("tfds", "idx")
-DATASETS = ("mnist", "fashion_mnist")
+SOURCES = ("tfds", "idx", "folder", "npz")
+# The datasets gan_jax knows (tfds builders, canonical IDX contents, shipped evaluators), and "custom"
+# for a user's own images.
+KNOWN_DATASETS = ("mnist", "fashion_mnist")
+DATASETS = (*KNOWN_DATASETS, "custom")
 DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10}  # what a conditional run's num_classes must be
+IMAGE_SIZES = (28, 32, 64, 128)  # the networks' image sides (28: the tutorial's; others: DCGAN's)
+CHANNELS = (1, 3)
 INIT_SCHEMES = ("pytorch", "dcgan")
 CONV_TRANSPOSE = ("fast", "xla")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -122,10 +120,16 @@ _BETA = dict(allowed="in [0, 1)", check=lambda v: 0 <= v < 1)
 KEYS: tuple[Key, ...] = (
     Key("seed", 0, "the one seed; split once into G init, D init, training, sample noise", **_COUNT,
         defines_run=True),
-    Key("data.source", "tfds", "`tfds` (tensorflow-datasets) or `idx` (the four IDX files in `data.dir`)",
+    Key("data.source", "tfds", "`tfds` (tensorflow-datasets), `idx` (the four IDX files in `data.dir`), "
+        "`folder` (your images, `data.dir/train/...`) or `npz` (`data.dir` is an .npz)",
         **_one_of(SOURCES)),
-    Key("data.name", "mnist", "the dataset: `mnist` or `fashion_mnist`", **_one_of(DATASETS),
-        defines_run=True),
+    Key("data.name", "mnist", "the dataset: `mnist`, `fashion_mnist` (shipped evaluators) or `custom`",
+        **_one_of(DATASETS), defines_run=True),
+    Key("data.image_size", 0, "the images' side; 0: as stored (28 for MNIST); a folder's are resized",
+        allowed=f"0 or one of {', '.join(map(str, IMAGE_SIZES))}",
+        check=lambda v: v == 0 or v in IMAGE_SIZES, defines_run=True, absent_means=28),
+    Key("data.channels", 0, "1 (grayscale) or 3 (RGB); 0: as stored", allowed="0, 1 or 3",
+        check=lambda v: v in (0, *CHANNELS), defines_run=True, absent_means=1),
     Key("data.check_dataset", True, "`idx`: refuse files that are not the published `data.name` "
         "(false for your own IDX files)", allowed="true or false", absent_means=False),
     Key("data.dir", "", "`idx`: the folder of the IDX files; `tfds`: its data folder (`\"\"`: tfds's "
@@ -203,6 +207,9 @@ KEYS: tuple[Key, ...] = (
         "device)", check=_non_negative),
     Key("data_devices", 0, "a sweep's devices per run, its batch split over them (0: devices / "
         "gcd(runs, devices))", allowed=">= 0 (0: chosen)", check=_non_negative, absent_means=0),
+    Key("evaluator", "", "the evaluator that scores the run (`eval_every`, `gan_jax.evaluate`): a folder "
+        "`python -m gan_jax.evaluator.train` wrote (`\"\"`: the shipped one of `data.name`)",
+        allowed="a folder path or ''", absent_means=""),
     Key("deterministic", True, "ask XLA for deterministic GPU kernels", allowed="true or false"),
     Key("profile_steps", "", "`START,COUNT`: a `jax.profiler` trace of those steps in the workdir's "
         "`profile/` (`\"\"`: none)", allowed="'' or START,COUNT (integers, COUNT >= 1)",
@@ -211,72 +218,6 @@ KEYS: tuple[Key, ...] = (
 BY_NAME = {key.name: key for key in KEYS}
 # What a sweep may vary: each run's values of these go to its step as arrays (`Hyperparams`).
 SWEEPABLE = tuple(key.name for key in KEYS if key.sweepable)
-
-
-def defaults() -> ml_collections.ConfigDict:
-    """Every key at its default: the tutorial's setup, batch 64 for 20 epochs with Adam 2e-4."""
-    config = ml_collections.ConfigDict()
-    for key in KEYS:
-        *parents, leaf = key.name.split(".")
-        target = config
-        for parent in parents:
-            if parent not in target:
-                target[parent] = ml_collections.ConfigDict()
-            target = target[parent]
-        target[leaf] = key.default
-    return config
-
-
-def markdown_table() -> str:
-    """The README's config table: key, default, meaning."""
-    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key in KEYS:
-        default = ('""' if key.default == "" else str(key.default).lower() if isinstance(key.default, bool)
-                   else f"`{key.default}`" if isinstance(key.default, str) else f"{key.default:g}")
-        rows.append(f"| `{key.name}` | {default} | {key.meaning} |")
-    return "\n".join(rows)
-
-
-def defines_the_run(name: str, old: Any, new: Any) -> bool:
-    """Whether changing key `name` from `old` to `new` makes another run (see `Key.defines_run`)."""
-    key = BY_NAME.get(name)
-    if key is None:
-        return False
-    if key.switch == "state":  # its value may change; turning it on or off changes the state
-        return (old == 0) != (new == 0)
-    return key.defines_run
-
-
-def with_defaults_for_older_runs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with every key added since gan_jax 0.1.0 that it lacks set to its `absent_means`."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key in KEYS:
-        if key.absent_means is None:
-            continue
-        *parents, leaf = key.name.split(".")
-        target = config
-        for parent in parents:
-            if parent not in target:
-                target[parent] = ml_collections.ConfigDict()
-            target = target[parent]
-        if leaf not in target:
-            target[leaf] = key.absent_means
-    return config
-
-
-def load_config_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
-    """`get_config(variant)` of a config file (experiments/*.py), loaded by path as the CLI does.
-
-    Config files are not a package, so one that builds on another (experiments/mnist_tuned.py on
-    mnist.py) loads it with this: `load_config_file(os.path.join(os.path.dirname(__file__), ...))`.
-    """
-    name = "gan_jax_config_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or not os.path.isfile(path):
-        raise ConfigError(f"no config file at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
@@ -289,119 +230,3 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
         else:
             flat[prefix + key] = value
     return flat
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError naming the first unknown, missing or invalid key.
-
-    Args:
-      config: a run config, e.g. from experiments/mnist.py, with command-line overrides applied.
-    """
-    flat = flatten(config)
-    unknown = sorted(set(flat) - set(BY_NAME))
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-    missing = sorted(set(BY_NAME) - set(flat))
-    if missing:
-        raise ConfigError(f"missing config key(s): {', '.join(missing)}")
-    for key in KEYS:
-        value = flat[key.name]
-        # bool is an int in Python: do not let `batch_size=True` through.
-        if not isinstance(value, key.kind) or (isinstance(value, bool) and key.kind is not bool):
-            raise ConfigError(f"config.{key.name}={value!r} has the wrong type; expected "
-                              f"{key.allowed or type(key.default).__name__}")
-        if not key.check(value):
-            raise ConfigError(f"config.{key.name}={value!r} is invalid; expected {key.allowed}")
-    if config.num_steps == 0 and config.num_epochs == 0:
-        raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
-    for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every",
-                    "self_condition.every"):
-        *parents, leaf = cadence.split(".")
-        value = (config[parents[0]] if parents else config)[leaf]
-        if value % config.steps_per_call:
-            raise ConfigError(f"config.{cadence}={value} is not a multiple of "
-                              f"config.steps_per_call={config.steps_per_call}")
-    if config.data.source == "idx" and not config.data.dir:
-        raise ConfigError("config.data.source='idx' needs config.data.dir, the folder of IDX files")
-    _check_penalties(config)
-    _check_conditioning(config)
-
-
-def _check_penalties(config: ml_collections.ConfigDict) -> None:
-    """Refuses settings that are each valid but make no sense together."""
-    # The penalties take the gradient of each image's logit with respect to that image; BatchNorm and
-    # the minibatch standard deviation make every logit depend on other images of the batch, so
-    # there is no per-image gradient to penalize.
-    penalty = "config.loss='wgan_gp'" if config.loss == "wgan_gp" else (
-        "config.r1_gamma > 0" if config.r1_gamma else None)
-    if penalty and config.model.d_norm == "batch":
-        raise ConfigError(f"{penalty} needs a D without BatchNorm (its penalty is per image): set "
-                          f"config.model.d_norm to 'none' or 'spectral'")
-    group = config.model.d_minibatch_std
-    if penalty and group:
-        raise ConfigError(f"{penalty} needs a D whose logits are per image (its penalty is), and "
-                          f"config.model.d_minibatch_std={group} mixes each group's: set it to 0")
-    if group and config.batch_size % group:
-        raise ConfigError(f"config.model.d_minibatch_std={group} does not divide "
-                          f"config.batch_size={config.batch_size} into whole groups")
-    if config.ema_start and not config.ema_decay:
-        raise ConfigError(f"config.ema_start={config.ema_start} has no effect without an EMA: set "
-                          f"config.ema_decay > 0, or ema_start to 0")
-    if config.gp_weight != BY_NAME["gp_weight"].default and config.loss != "wgan_gp":
-        raise ConfigError(f"config.gp_weight={config.gp_weight} has no effect with "
-                          f"config.loss={config.loss!r}; it weights the wgan_gp penalty")
-
-
-def _check_conditioning(config: ml_collections.ConfigDict) -> None:
-    """A conditional run's class count is its dataset's; conditioning options need a conditional or
-    self-conditioned run; self-conditioning needs a D whose features do not take the label."""
-    model, clusters = config.model, config.self_condition.clusters
-    if clusters:
-        if model.num_classes:
-            raise ConfigError(f"config.self_condition.clusters={clusters} conditions on clusters "
-                              f"instead of labels: set config.model.num_classes=0")
-        if model.d_condition == "concat":
-            raise ConfigError("config.self_condition.clusters needs D's features without the label "
-                              "(they make the clusters): set config.model.d_condition to 'projection' "
-                              "or 'acgan'")
-    elif model.num_classes:
-        classes = DATASET_CLASSES[config.data.name]
-        if model.num_classes != classes:
-            raise ConfigError(f"config.model.num_classes={model.num_classes} does not match "
-                              f"{config.data.name}, which has {classes} classes (0: unconditional)")
-    else:
-        for name in ("model.g_condition", "model.d_condition"):
-            if model[name.split(".")[1]] != BY_NAME[name].default:
-                raise ConfigError(f"config.{name} has no effect on an unconditional run: set "
-                                  f"config.model.num_classes={DATASET_CLASSES[config.data.name]} "
-                                  f"or config.self_condition.clusters")
-    if config.ac_weight != BY_NAME["ac_weight"].default and not (
-            (model.num_classes or clusters) and model.d_condition == "acgan"):
-        raise ConfigError(f"config.ac_weight={config.ac_weight} has no effect without "
-                          f"config.model.d_condition='acgan' on a conditional run")
-
-
-def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
-    """Steps the run trains for: num_steps if set, else num_epochs full passes (ragged tail dropped)."""
-    if config.num_steps > 0:
-        return config.num_steps
-    return config.num_epochs * steps_per_epoch(config, num_examples)
-
-
-def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
-    """Steps in one pass over the data. A step takes d_steps batches (one per D update), so an epoch
-    has num_examples // (batch_size * d_steps) steps; the ragged tail is dropped."""
-    images_per_step = config.batch_size * config.d_steps
-    if images_per_step > num_examples:
-        per_step = f" x config.d_steps={config.d_steps}" if config.d_steps > 1 else ""
-        raise ConfigError(f"config.batch_size={config.batch_size}{per_step} is larger than the "
-                          f"{num_examples} training images")
-    steps_per_epoch = num_examples // images_per_step
-    if config.steps_per_call > steps_per_epoch:  # a call's steps may span two epochs, not three
-        raise ConfigError(f"config.steps_per_call={config.steps_per_call} is more than the "
-                          f"{steps_per_epoch} steps of an epoch")
-    return steps_per_epoch
-
-
-if __name__ == "__main__":
-    print(markdown_table())
