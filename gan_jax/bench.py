@@ -45,7 +45,7 @@ import numpy as np
 
 from gan_jax import cli
 from gan_jax import config as config_lib
-from gan_jax.data import idx, sources
+from gan_jax.data import sources
 from gan_jax.errors import UserError
 from gan_jax.model import flops
 from gan_jax.training import devices, steps
@@ -157,16 +157,16 @@ def _resident_kib(field: str) -> int:
 def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[str, Any]:
     """One epoch of the real training loop; its steps/s and the peak resident memory during it.
 
-    The images are written as IDX files to a temporary folder, which the loop reads like a user's.
+    The images are written as an .npz to a temporary folder, which the loop reads like a user's.
     """
     from gan_jax import train  # the whole trainer: only for --epoch
     with tempfile.TemporaryDirectory() as folder:
-        data_dir = os.path.join(folder, "data")
-        idx.write_split(data_dir, "train", images, np.zeros(len(images), np.uint8))
+        data_path = os.path.join(folder, "data.npz")
+        np.savez(data_path, images=images,
+                 labels=np.arange(len(images)) % max(config.model.num_classes, 1))
         run_config = config.copy_and_resolve_references()
         with run_config.unlocked():
-            run_config.data.source, run_config.data.dir = "idx", data_dir
-            run_config.data.check_dataset = False  # random images of the real shape
+            run_config.data.source, run_config.data.dir = "npz", data_path
             run_config.num_steps = config_lib.steps_per_epoch(run_config, len(images))
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -271,8 +271,8 @@ def bench_images(config: ml_collections.ConfigDict, real_data: bool) -> np.ndarr
     """The config's training split, or random images of its shape (timing ignores pixel values)."""
     if real_data:
         return sources.load_split(config.data, "train").images
-    return np.asarray(jax.random.randint(jax.random.key(0), (NUM_TRAIN_IMAGES, 28, 28, 1), 0, 256),
-                      np.uint8)
+    shape = (NUM_TRAIN_IMAGES, *config_lib.image_shape(config))
+    return np.asarray(jax.random.randint(jax.random.key(0), shape, 0, 256), np.uint8)
 
 
 def bench_steps(config: ml_collections.ConfigDict, images: np.ndarray, batch_sizes: list[int],
@@ -348,11 +348,12 @@ def main(argv) -> int:
 
     def body() -> None:
         images = bench_images(values.config, values.real_data)
+        config = config_lib.with_image_shape(values.config, images.shape)
         if values.runs:
-            bench_sweeps(values.config, images, _int_list(values.batch_sizes), _int_list(values.runs),
+            bench_sweeps(config, images, _int_list(values.batch_sizes), _int_list(values.runs),
                          values.steps, values.repeats, values.sweep_form, values.json)
         else:
-            bench_steps(values.config, images, _int_list(values.batch_sizes),
+            bench_steps(config, images, _int_list(values.batch_sizes),
                         _int_list(values.steps_per_call), values.steps, values.repeats, values.loop,
                         values.json, values.epoch, values.profile)
     return cli.run(body)

@@ -9,7 +9,8 @@ G runs in inference mode (BatchNorm running statistics) on z ~ N(0, 1) drawn fro
 checkpoint and seed give the same images, byte for byte. A run that keeps an EMA of G's weights
 (`config.ema_decay > 0`) samples from the EMA generator; `--noema` picks the raw one. The grid has
 ceil(sqrt(num)) columns and as many rows as needed; cells past `num` stay black. The .npy holds uint8
-(num, 28, 28, 1) pixels, which `python -m gan_jax.evaluate --samples` scores.
+(num, height, width, channels) pixels ((num, 28, 28, 1) for MNIST), which `python -m gan_jax.evaluate
+--samples` scores.
 
 A conditional run (`model.num_classes > 0`) draws the class `--label` asks for; without it, the
 classes in turn (0, 1, 2, ...). `--class_grid` renders one row per class and `--num` columns, the same
@@ -100,7 +101,8 @@ def _define_flags() -> None:
                          f"points along the path, default {DEFAULT_INTERPOLATION_STEPS}).")
     flags.DEFINE_string("out", None, "Write the images as a grid picture: .png, or .jpg/.jpeg (one "
                         "row with --interpolate).")
-    flags.DEFINE_string("npy", None, "Write the images as uint8 (num, 28, 28, 1) to this .npy file.")
+    flags.DEFINE_string("npy", None, "Write the images as uint8 (num, height, width, channels) to this "
+                        ".npy file.")
     flags.DEFINE_integer("seed", 0, "Seeds the noise; the same seed draws the same images.")
     flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
     flags.DEFINE_bool("interpolate", False, "A latent interpolation, seed to seed + 1, instead.")

@@ -174,10 +174,13 @@ def test_older_runs_configs_get_the_defaults_that_reproduce_them():
         config_lib.validate(ml_collections.ConfigDict(old))
     upgraded = config_lib.with_defaults_for_older_runs(ml_collections.ConfigDict(old))
     config_lib.validate(upgraded)
-    # The shipped defaults, too, except where older runs did otherwise (they checked no dataset).
+    # The shipped defaults, too, except where older runs did otherwise: they checked no dataset, and
+    # their images were MNIST's 28x28x1, which a run's record now names (the default: as read).
     differing = {key for key, value in config_lib.flatten(upgraded).items()
                  if value != config_lib.flatten(config)[key]}
-    assert differing == {"data.check_dataset"} and not upgraded.data.check_dataset
+    assert differing == {"data.check_dataset", "data.image_size", "data.channels"}
+    assert not upgraded.data.check_dataset
+    assert (upgraded.data.image_size, upgraded.data.channels) == (28, 1)
     # Keys the config has are kept, not reset.
     config.loss = "hinge"
     assert config_lib.with_defaults_for_older_runs(config).loss == "hinge"

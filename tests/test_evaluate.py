@@ -235,7 +235,7 @@ def _bad_samples(tmp_path) -> dict[str, str]:
     ("empty", "0 image(s), at least 4 are needed"),
     ("garbage", "cannot read"),
     ("missing", "cannot read"),
-    ("no dataset", "--samples needs --dataset"),
+    ("no dataset", "--samples needs one of --dataset"),
     ("empty workdir", "holds no training run"),
     ("missing step", "no checkpoint at step 5"),
     ("both", "exactly one of --workdir"),

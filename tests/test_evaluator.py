@@ -27,7 +27,7 @@ from gan_jax.evaluation import quality
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluator import train as evaluator_train
 from gan_jax.evaluator.model import ARCHITECTURE, FEATURE_DIM, NUM_CLASSES
-from gan_jax.config import DATASETS
+from gan_jax.config import KNOWN_DATASETS as DATASETS
 from gan_jax.data.batches import to_model_range
 
 DATA_DIR_VARIABLES = {"mnist": MNIST_DIR_VAR, "fashion_mnist": "GAN_JAX_FASHION_MNIST_DIR"}

@@ -1,5 +1,5 @@
-"""The real side of every sample-quality comparison: the shipped evaluator's features of a real test
-split, with their mean and covariance, cached in the run's folder.
+"""The real side of every sample-quality comparison: an evaluator's features of a real test split,
+with their mean and covariance, cached in the run's folder; and which evaluator that is.
 
 They are the same for every evaluation of a run, so `reference_statistics` caches them in
 `eval/reference_<dataset>.npz`, keyed by a hash of the test images and of the evaluator's weights:
@@ -18,6 +18,7 @@ import numpy as np
 
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import files
+from gan_jax.errors import DataError
 from gan_jax.evaluation import quality
 
 EVAL_DIR = "eval"  # inside a run's workdir: evaluations and the cached reference
@@ -31,9 +32,29 @@ class Reference(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def load_evaluator(dataset: str) -> evaluator_lib.Evaluator:
-    """The shipped evaluator of `dataset`, loaded (and its forward pass compiled) once per process."""
+def load_evaluator(dataset: str, folder: str = "") -> evaluator_lib.Evaluator:
+    """The evaluator that scores images of `dataset`: the one trained into `folder` (`python -m
+    gan_jax.evaluator.train`) when given, else the shipped one; loaded (and its forward pass
+    compiled) once per process.
+
+    Raises:
+      DataError: no evaluator for a dataset of one's own without `folder`, or a bad folder.
+    """
+    if folder:
+        return evaluator_lib.load_folder(folder)
+    if dataset not in evaluator_lib.KNOWN_DATASETS:
+        raise DataError(f"no shipped evaluator for data.name={dataset!r}: train one on your images "
+                        f"(python -m gan_jax.evaluator.train --source folder --data_dir DIR --out "
+                        f"EVALUATOR) and pass --evaluator EVALUATOR, or set config.evaluator")
     return evaluator_lib.load(dataset)
+
+
+def check_fits(evaluator: evaluator_lib.Evaluator, image_shape: tuple[int, ...], what: str) -> None:
+    """Refuses an evaluator trained on images of another shape than `what` has."""
+    if tuple(evaluator.image_shape) != tuple(image_shape):
+        have, want = ("x".join(map(str, shape)) for shape in (evaluator.image_shape, image_shape))
+        raise DataError(f"the evaluator takes {have} images, but {what} are {want}: train one on "
+                        f"these images (python -m gan_jax.evaluator.train)")
 
 
 def reference_cache_path(workdir: str, dataset: str) -> str:
@@ -76,7 +97,8 @@ def reference_statistics(evaluator: evaluator_lib.Evaluator, real_images: np.nda
 
     Args:
       evaluator: the evaluator whose feature space to use.
-      real_images: (N, 28, 28, 1), uint8 or float in [-1, 1] (checked by `as_images` first).
+      real_images: (N, *evaluator.image_shape), uint8 or float in [-1, 1] (checked by `as_images`
+        first).
       cache_path: an .npz to read the result from, or to write it to when it is absent or holds the
         statistics of other images or of another evaluator; None computes without caching.
 

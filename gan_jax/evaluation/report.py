@@ -70,15 +70,16 @@ def format_report(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> s
 
 def format_table(result: dict[str, Any]) -> str:
     """The metrics as an aligned, readable table."""
+    classes = len(result["class_histogram"])
     rows = [("FID", fixed(result["fid"], 4), "lower is better"),
             ("KID", f"{fixed(result['kid'], 5)} +- {fixed(result['kid_std'], 5)}",
              "lower is better, ~0 at best"),
             ("classifier score", f"{fixed(result['score'], 3)} +- {fixed(result['score_std'], 3)}",
-             "higher, at most 10"),
+             f"higher, at most {classes}"),
             ("precision", fixed(result["precision"], 4), "samples inside the real manifold"),
             ("recall", fixed(result["recall"], 4), "reals inside the sample manifold"),
             ("class coverage entropy", fixed(result["coverage_entropy"], 4),
-             f"at most {math.log(10):.4f}")]
+             f"at most {math.log(classes):.4f}")]
     if "d_acc" in result:
         rows.append(("D accuracy", fixed(result["d_acc"], 4), "real test vs samples; 0.5 is chance"))
     if "cond_acc" in result:

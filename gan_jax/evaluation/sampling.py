@@ -92,7 +92,7 @@ def requested_labels(restored: RestoredRun, num: int, label: int | None, class_g
 def sample_images(restored: RestoredRun, num: int, seed: int, interpolate: bool = False,
                   use_ema: bool = True, label: int | None = None,
                   class_grid: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """G's images for a restored run: float32 (N, 28, 28, 1) in [-1, 1], and their labels.
+    """G's images for a restored run: float32 (N, height, width, channels) in [-1, 1], and their labels.
 
     Args:
       restored: the run and checkpoint to sample from (`runs.load_run`).

@@ -1,4 +1,5 @@
-"""Scoring a GAN's samples with the shipped evaluator: images against a real test split
+"""Scoring a GAN's samples with an evaluator (the shipped one of the dataset, or one trained on a
+user's own images): images against a real test split
 (`evaluate_samples`), a run's checkpoint (`evaluate_checkpoint`), every run of a sweep
 (`evaluate_sweep`), and the cheap evaluation the training loop runs every `eval_every` steps
 (`make_training_evaluator`).
@@ -23,8 +24,8 @@ from gan_jax.data import sources
 from gan_jax.errors import DataError, UserError
 from gan_jax.evaluation import quality, report
 from gan_jax.evaluation.images import MIN_IMAGES, as_images, as_labels
-from gan_jax.evaluation.reference import (EVAL_DIR, Reference, load_evaluator, reference_cache_path,
-                                          reference_statistics)
+from gan_jax.evaluation.reference import (EVAL_DIR, Reference, check_fits, load_evaluator,
+                                          reference_cache_path, reference_statistics)
 from gan_jax.evaluation.restored import load_run
 from gan_jax.model import inference
 from gan_jax.training.spec import GANSpec
@@ -63,7 +64,7 @@ def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: R
     result = {"fid": fid, "kid": kid, "kid_std": kid_std, "score": score, "score_std": score_std}
     if full:
         precision, recall = quality.precision_recall(reference.features, features, k=quality.PR_NEIGHBOURS)
-        coverage = quality.class_coverage(probs)
+        coverage = quality.class_coverage(probs, probs.shape[1])
         result.update(precision=precision, recall=recall, coverage_entropy=coverage.entropy,
                       class_histogram=[int(c) for c in coverage.counts])
     return {**result, **conditional}
@@ -72,22 +73,26 @@ def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: R
 def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.ndarray, *,
                      discriminator_logits: tuple[np.ndarray, np.ndarray] | None = None,
                      reference_cache: str | None = None, labels: np.ndarray | None = None,
-                     real_test_labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Scores images against the real test split with the shipped evaluator of `dataset`.
+                     real_test_labels: np.ndarray | None = None, evaluator_dir: str = "") -> dict[str, Any]:
+    """Scores images against the real test split with the evaluator of `dataset`.
 
     Args:
-      samples: the images to score, (N, 28, 28[, 1]), uint8 in [0, 255] or float in [-1, 1]; N >= 4.
-      dataset: "mnist" or "fashion_mnist": which evaluator, and what the real images are.
+      samples: the images to score, (N, H, W[, C]) of the evaluator's shape (28x28x1 for the shipped
+        ones), uint8 in [0, 255] or float in [-1, 1]; N >= 4.
+      dataset: "mnist" or "fashion_mnist": which shipped evaluator, and what the real images are
+        (any name with `evaluator_dir`).
       real_test_images: the real test split, same layout and ranges.
       discriminator_logits: (logits on the real test images, logits on the samples) of a
         discriminator, to report its accuracy as `d_acc`.
       reference_cache: an .npz caching the real side (see `reference_statistics`); None: no cache.
       labels: the classes the samples were generated for (N,), for conditional samples; then
         `real_test_labels` (the test split's classes) are needed too.
+      evaluator_dir: an evaluator trained on the user's images (`python -m gan_jax.evaluator.train`)
+        instead of the shipped one.
 
     Returns:
       {"fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy":
-      float, "class_histogram": 10 ints, "d_acc": float (with discriminator_logits only)}; with
+      float, "class_histogram": one int per class, "d_acc": float (with discriminator_logits only)}; with
       labels also "cond_acc" (share classified as their class), "intra_fid" (mean over classes of the
       FID between a class's samples and its test images), "intra_fid_per_class" (10 floats) and
       "evaluator_accuracy" (the evaluator's own test accuracy: the ceiling of cond_acc).
@@ -96,12 +101,13 @@ def evaluate_samples(samples: np.ndarray, dataset: str, real_test_images: np.nda
       UserError: unknown dataset, unfit images (wrong shape, type or range, fewer than 4), or labels
         that do not fit the images.
     """
-    samples = as_images(samples, "samples")
-    real_test_images = as_images(real_test_images, "real test images")
+    evaluator = load_evaluator(dataset, evaluator_dir)
+    shape, classes = evaluator.image_shape, evaluator.num_classes
+    samples = as_images(samples, "samples", shape=shape)
+    real_test_images = as_images(real_test_images, "real test images", shape=shape)
     if labels is not None:
-        labels = as_labels(labels, len(samples), "labels")
-        real_test_labels = as_labels(real_test_labels, len(real_test_images), "real test labels")
-    evaluator = load_evaluator(dataset)
+        labels = as_labels(labels, len(samples), "labels", classes)
+        real_test_labels = as_labels(real_test_labels, len(real_test_images), "real test labels", classes)
     reference = reference_statistics(evaluator, real_test_images, reference_cache)
     try:
         result = _score(evaluator, samples, reference, labels=labels, real_labels=real_test_labels)
@@ -120,8 +126,8 @@ def eval_path(workdir: str, step: int, raw_of_ema_run: bool = False) -> str:
 
 
 def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, step: int | None = None,
-                        seed: int = 0, use_ema: bool = True,
-                        data_dir: str | None = None) -> tuple[int, dict[str, Any], str]:
+                        seed: int = 0, use_ema: bool = True, data_dir: str | None = None,
+                        evaluator_dir: str | None = None) -> tuple[int, dict[str, Any], str]:
     """Evaluates a run's checkpoint and writes the result to `eval/step_XXXXXXX[_raw].json` (see
     `eval_path`).
 
@@ -138,6 +144,8 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
       seed: seeds the noise; the same seed draws the same images.
       use_ema: sample from the EMA generator when the run keeps one; False for the raw generator.
       data_dir: where the run's data (its test split) is now, if it moved.
+      evaluator_dir: the evaluator to score with, instead of the run's (`config.evaluator`, else the
+        shipped one of its dataset).
 
     Returns:
       (the checkpoint's step, the metrics of `evaluate_samples` with "d_acc" and "generator", "ema"
@@ -150,12 +158,15 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
     run = load_run(workdir, step, data_dir)
     config = run.config
+    evaluator_dir = config.evaluator if evaluator_dir is None else evaluator_dir
+    check_fits(load_evaluator(config.data.name, evaluator_dir), run.spec.image_shape,
+               f"the images of {run.workdir}")
     num_classes = config.model.num_classes
     labels = run.generator_labels(num_samples)
     fakes = inference.generate_images(run.spec.generator, run.generator_variables(use_ema),
                                       inference.latent_noise(seed, num_samples, config.latent_dim),
                                       labels)
-    test = sources.load_split(config.data, "test")
+    test = sources.load_test_split(config.data)
     logits = None
     if run.state.clusters is None:  # a self-conditioned D needs each test image's cluster: none
         test_labels = test.labels.astype(np.int32) if num_classes else None
@@ -165,7 +176,8 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
     result = evaluate_samples(fakes, config.data.name, test.images, discriminator_logits=logits,
                               reference_cache=reference_cache_path(run.workdir, config.data.name),
                               labels=labels if num_classes else None,
-                              real_test_labels=test.labels if num_classes else None)
+                              real_test_labels=test.labels if num_classes else None,
+                              evaluator_dir=evaluator_dir)
     result["generator"] = run.generator_name(use_ema)
     path = eval_path(run.workdir, run.step, raw_of_ema_run=result["generator"] != run.generator_name())
     files.write_json(path, {"step": run.step, "num_samples": num_samples, "seed": seed, **result})
@@ -194,9 +206,12 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
     """
     if num_samples < MIN_IMAGES:
         raise UserError(f"num_samples={num_samples}; at least {MIN_IMAGES} are needed")
-    generator = GANSpec.from_config(config).generator
-    evaluator = load_evaluator(config.data.name)
-    test_images = as_images(sources.load_split(config.data, "test").images, "real test images")
+    spec = GANSpec.from_config(config)
+    generator = spec.generator
+    evaluator = load_evaluator(config.data.name, config.evaluator)
+    check_fits(evaluator, spec.image_shape, f"the images of {workdir}")
+    test_images = as_images(sources.load_test_split(config.data).images, "real test images",
+                            shape=evaluator.image_shape)
     reference = reference_statistics(evaluator, test_images,
                                      reference_cache_path(os.path.abspath(workdir), config.data.name))
     noise = inference.latent_noise(seed, num_samples, config.latent_dim)
@@ -224,7 +239,8 @@ def make_training_evaluator(config: ml_collections.ConfigDict, workdir: str,
 
 def evaluate_sweep(workdir: str, runs: list[dict], num_samples: int = DEFAULT_NUM_SAMPLES,
                    step: int | None = None, seed: int = 0, use_ema: bool = True,
-                   data_dir: str | None = None) -> tuple[list[dict], list[dict]]:
+                   data_dir: str | None = None,
+                   evaluator_dir: str | None = None) -> tuple[list[dict], list[dict]]:
     """Evaluates every run of a sweep folder (`evaluate_checkpoint` on each run's folder).
 
     Returns:
@@ -234,7 +250,7 @@ def evaluate_sweep(workdir: str, runs: list[dict], num_samples: int = DEFAULT_NU
     rows = []
     for run in runs:
         run_step, result, _ = evaluate_checkpoint(os.path.join(workdir, run["name"]), num_samples, step,
-                                                  seed, use_ema, data_dir)
+                                                  seed, use_ema, data_dir, evaluator_dir)
         rows.append({"name": run["name"], "seed": run["seed"], "values": run["values"],
                      "step": run_step, **result})
     return rows, report.summarize(rows)

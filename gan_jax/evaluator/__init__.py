@@ -1,10 +1,11 @@
-"""The shipped evaluator networks: fixed feature extractors and classifiers for GAN metrics.
+"""The evaluator networks: fixed feature extractors and classifiers for GAN metrics.
 
 `load("mnist")` or `load("fashion_mnist")` returns an `Evaluator` built from the weights shipped in
-`gan_jax/evaluator/weights/` (package data, read through importlib.resources). Each `.msgpack` of
-parameters comes with a `.json` that records how it was trained (`python -m gan_jax.evaluator.train`)
-and its sha256, which `load` checks, so a corrupted or swapped weights file is refused rather than
-silently giving other numbers.
+`gan_jax/evaluator/weights/` (package data, read through importlib.resources); `load_folder(DIR)` one
+that `python -m gan_jax.evaluator.train` trained on a user's own images and wrote to DIR. Each
+`.msgpack` of parameters comes with a `.json` that records how it was trained, on what image shape and
+classes, and its sha256, which loading checks, so a corrupted or swapped weights file is refused rather
+than silently giving other numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import os
 import pathlib
 from typing import Any
 
@@ -20,15 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax.config import DATASETS
+from gan_jax.config import KNOWN_DATASETS
 from gan_jax.data.batches import to_model_range
 from gan_jax.data.idx import IMAGE_SHAPE
 from gan_jax.errors import ConfigError, DataError
 from gan_jax.evaluation import quality
 from gan_jax.evaluation.images import as_images
-from gan_jax.evaluator.model import ARCHITECTURE, EvaluatorCNN, param_shapes
+from gan_jax.evaluator.model import NUM_CLASSES, EvaluatorCNN, architecture, param_shapes
 
-__all__ = ["DATASETS", "Evaluator", "load", "reference_stats", "softmax", "weights_files"]
+__all__ = ["KNOWN_DATASETS", "Evaluator", "load", "load_folder", "reference_stats", "softmax",
+           "weights_files"]
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -41,9 +44,9 @@ def weights_files(dataset: str) -> tuple[str, str]:
 class Evaluator:
     """A trained evaluator network with batched, jit-compiled forward passes.
 
-    Every method takes images as (N, 28, 28, 1), either float in [-1, 1] (the generator's range) or
-    uint8 in [0, 255] (converted with `to_model_range`), runs them through the network
-    `batch_size` at a time and returns numpy arrays.
+    Every method takes images as (N, *image_shape) (28x28x1 for the shipped ones), either float in
+    [-1, 1] (the generator's range) or uint8 in [0, 255] (converted with `to_model_range`), runs them
+    through the network `batch_size` at a time and returns numpy arrays.
     """
 
     def __init__(self, params: Any, dataset: str = "", metadata: dict | None = None,
@@ -53,15 +56,17 @@ class Evaluator:
         Args:
           params: the network's `params` collection.
           dataset: the dataset it was trained on, for messages.
-          metadata: the training record from the weights' json, if loaded from files.
+          metadata: the training record from the weights' json, if loaded from files; its
+            "image_shape" and "num_classes" (default 28x28x1 and 10) say what the network takes.
           batch_size: the most images one forward pass sees, which bounds memory.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.model = EvaluatorCNN()
+        self.metadata = dict(metadata or {})
+        self.image_shape, self.num_classes = network_shape(self.metadata)
+        self.model = EvaluatorCNN(num_classes=self.num_classes)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
         self.dataset = dataset
-        self.metadata = dict(metadata or {})
         self.batch_size = batch_size
         # Parameters are an argument, not a closed-over constant: XLA would otherwise fold a megabyte
         # of weights into the compiled program.
@@ -72,10 +77,10 @@ class Evaluator:
 
         Args:
           params: the network's `params` collection (usually `self.params`).
-          images: float32 (N, 28, 28, 1) in [-1, 1].
+          images: float32 (N, *image_shape) in [-1, 1].
 
         Returns:
-          (logits (N, 10), features (N, 128)), float32.
+          (logits (N, num_classes), features (N, 128)), float32.
         """
         return self.model.apply({"params": params}, images)
 
@@ -83,12 +88,12 @@ class Evaluator:
         """Logits and penultimate features of `images` in one pass.
 
         Args:
-          images: (N, 28, 28, 1), float in [-1, 1] or uint8.
+          images: (N, *image_shape), float in [-1, 1] or uint8.
 
         Returns:
-          (logits (N, 10), features (N, 128)) as float32 numpy arrays.
+          (logits (N, num_classes), features (N, 128)) as float32 numpy arrays.
         """
-        images = as_images(np.asarray(images), "images", min_images=1)
+        images = as_images(np.asarray(images), "images", min_images=1, shape=self.image_shape)
         if images.dtype == np.uint8:
             images = np.asarray(to_model_range(images))
         n = images.shape[0]
@@ -99,14 +104,14 @@ class Evaluator:
             chunk = images[start:start + batch]
             valid = chunk.shape[0]
             if valid < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - valid, *IMAGE_SHAPE), chunk.dtype)])
+                chunk = np.concatenate([chunk, np.zeros((batch - valid, *self.image_shape), chunk.dtype)])
             chunk_logits, chunk_features = self._forward(self.params, chunk)
             logits.append(np.asarray(chunk_logits)[:valid])
             features.append(np.asarray(chunk_features)[:valid])
         return np.concatenate(logits), np.concatenate(features)
 
     def logits(self, images: np.ndarray | jax.Array) -> np.ndarray:
-        """Class logits (N, 10), float32."""
+        """Class logits (N, num_classes), float32."""
         return self.outputs(images)[0]
 
     def features(self, images: np.ndarray | jax.Array) -> np.ndarray:
@@ -114,8 +119,15 @@ class Evaluator:
         return self.outputs(images)[1]
 
     def probs(self, images: np.ndarray | jax.Array) -> np.ndarray:
-        """Class probabilities (N, 10), float64, for the classifier score and class coverage."""
+        """Class probabilities (N, num_classes), float64, for the classifier score and class
+        coverage."""
         return softmax(self.logits(images))
+
+
+def network_shape(metadata: dict) -> tuple[tuple[int, int, int], int]:
+    """(image shape, number of classes) a training record names; the shipped evaluators' (28x28x1,
+    10) for records written before other shapes existed."""
+    return tuple(metadata.get("image_shape", IMAGE_SHAPE)), int(metadata.get("num_classes", NUM_CLASSES))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -153,19 +165,25 @@ def _check_metadata(dataset: str, params_bytes: bytes, meta_bytes: bytes) -> dic
                         f"{metadata.get('params_sha256')} (corrupted or mismatched files)")
     if metadata.get("dataset") != dataset:
         raise DataError(f"evaluator metadata says dataset {metadata.get('dataset')!r}, expected {dataset!r}")
-    if metadata.get("architecture") != ARCHITECTURE:
+    try:
+        expected = architecture(*network_shape(metadata))
+    except (TypeError, ValueError):
+        raise DataError(f"evaluator metadata for {dataset!r} has an unreadable image_shape or "
+                        f"num_classes") from None
+    if metadata.get("architecture") != expected:
         raise DataError(f"evaluator weights for {dataset!r} are for architecture "
-                        f"{metadata.get('architecture')!r}, this code has {ARCHITECTURE!r}")
+                        f"{metadata.get('architecture')!r}, this code has {expected!r}")
     return metadata
 
 
-def _restore_params(dataset: str, params_bytes: bytes) -> dict:
+def _restore_params(dataset: str, params_bytes: bytes, metadata: dict) -> dict:
     """Decodes msgpack'd parameters and checks every array against the network's shapes."""
     try:
         params = flax.serialization.msgpack_restore(params_bytes)
     except Exception as e:  # msgpack raises several unrelated types on malformed input
         raise DataError(f"evaluator weights for {dataset!r} cannot be decoded: {e}") from None
-    expected = param_shapes()
+    image_shape, num_classes = network_shape(metadata)
+    expected = param_shapes(EvaluatorCNN(num_classes=num_classes), image_shape)
     got_structure = jax.tree_util.tree_structure(params)
     if got_structure != jax.tree_util.tree_structure(expected):
         raise DataError(f"evaluator weights for {dataset!r} do not have the network's parameter tree")
@@ -181,7 +199,8 @@ def load(dataset: str, weights_dir: str | None = None, batch_size: int = DEFAULT
     """Loads the evaluator trained on `dataset`, verifying the weights' sha256.
 
     Args:
-      dataset: one of `DATASETS` ("mnist", "fashion_mnist").
+      dataset: one of `KNOWN_DATASETS` ("mnist", "fashion_mnist"), or the name an evaluator
+        folder's files have.
       weights_dir: a folder holding `<dataset>.msgpack` and `<dataset>.json`; None for the shipped ones.
       batch_size: the most images one forward pass sees.
 
@@ -192,12 +211,33 @@ def load(dataset: str, weights_dir: str | None = None, batch_size: int = DEFAULT
       ConfigError: unknown dataset.
       DataError: missing, corrupted or mismatched weights.
     """
-    if dataset not in DATASETS:
-        raise ConfigError(f"no evaluator for dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if weights_dir is None and dataset not in KNOWN_DATASETS:
+        raise ConfigError(f"no shipped evaluator for dataset {dataset!r} (there are: "
+                          f"{', '.join(KNOWN_DATASETS)}); for your own images train one with "
+                          f"python -m gan_jax.evaluator.train and name its folder")
     params_bytes, meta_bytes = _read_weights(dataset, weights_dir)
     metadata = _check_metadata(dataset, params_bytes, meta_bytes)
-    params = _restore_params(dataset, params_bytes)
+    params = _restore_params(dataset, params_bytes, metadata)
     return Evaluator(params, dataset=dataset, metadata=metadata, batch_size=batch_size)
+
+
+def load_folder(folder: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Evaluator:
+    """Loads the evaluator `python -m gan_jax.evaluator.train --out FOLDER` wrote: the one
+    `<name>.json` with its `<name>.msgpack` in `folder`, verified as `load` verifies the shipped ones.
+
+    Raises:
+      DataError: no such folder, no evaluator in it (or several), or missing, corrupted or mismatched
+        weights.
+    """
+    if not os.path.isdir(folder):
+        raise DataError(f"evaluator folder {folder} does not exist (train one with python -m "
+                        f"gan_jax.evaluator.train ... --out {folder})")
+    names = sorted(name[:-len(".json")] for name in os.listdir(folder) if name.endswith(".json")
+                   and os.path.isfile(os.path.join(folder, name[:-len(".json")] + ".msgpack")))
+    if len(names) != 1:
+        found = f"{len(names)} ({', '.join(names)})" if names else "none"
+        raise DataError(f"{folder} should hold one evaluator (NAME.json with NAME.msgpack); found {found}")
+    return load(names[0], weights_dir=folder, batch_size=batch_size)
 
 
 def reference_stats(evaluator: Evaluator, images: np.ndarray | jax.Array) -> quality.FeatureStats:
@@ -208,7 +248,7 @@ def reference_stats(evaluator: Evaluator, images: np.ndarray | jax.Array) -> qua
 
     Args:
       evaluator: the evaluator whose feature space to use.
-      images: (N, 28, 28, 1), float in [-1, 1] or uint8; N >= 2.
+      images: (N, *evaluator.image_shape), float in [-1, 1] or uint8; N >= 2.
 
     Returns:
       `FeatureStats(mu (128,), sigma (128, 128))`.

@@ -1,8 +1,8 @@
 """Arithmetic of one training step, counted from the config, and the device's measured matmul rate.
 
 `gan_jax.bench` divides the one by the step time and sets it beside the other, so the distance of a
-step from what the device can do is visible. The count is of the tutorial's network at the config's
-widths: its convolutions and its dense layer.
+step from what the device can do is visible. The count is of the config's networks (the tutorial's,
+or DCGAN's for other image sizes) at its widths: their convolutions and dense layer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from gan_jax import config as config_lib
+from gan_jax.model.networks import depth, generator_layers
 
 
 def _conv_macs(out_size: int, kernel: int, in_features: int, out_features: int) -> int:
@@ -26,25 +29,25 @@ def _conv_transpose_macs(in_size: int, kernel: int, in_features: int, out_featur
 
 
 def network_macs(config: ml_collections.ConfigDict) -> dict[str, list[int]]:
-    """Multiply-adds per image of each layer's forward pass, for G and D (convs and dense only).
+    """Multiply-adds per image of each layer's forward pass, for G and D (convs and dense only), for
+    the config's image shape (`config.image_shape`).
 
     Dense counts, as a direct convolution executes them: taps over the zero padding count too
     (without them one step is about 13% less). BatchNorm, activations, the losses and Adam are left
     out: together they are well under 1% here.
     """
-    g, d, z = config.model.g_width, config.model.d_width, config.latent_dim
-    return {
-        "generator": [
-            _conv_transpose_macs(1, 7, z, 2 * g),  # 1x1 -> 7x7
-            _conv_transpose_macs(7, 4, 2 * g, g),  # -> 14x14
-            _conv_transpose_macs(14, 4, g, 1),  # -> 28x28
-        ],
-        "discriminator": [
-            _conv_macs(14, 4, 1, d),  # 28x28 -> 14x14
-            _conv_macs(7, 4, d, 2 * d),  # -> 7x7
-            7 * 7 * 2 * d,  # the dense layer to one logit
-        ],
-    }
+    size, _, channels = config_lib.image_shape(config)
+    generator, side, in_features = [], 1, config.latent_dim
+    for features, kernel, stride, _ in generator_layers(config.model.g_width, size, channels):
+        generator.append(_conv_transpose_macs(side, kernel, in_features, features))
+        side, in_features = (side * stride if stride > 1 else side + kernel - 1), features
+    discriminator, side, in_features = [], size, channels
+    for index in range(depth(size)):
+        side, features = side // 2, config.model.d_width * 2 ** index
+        discriminator.append(_conv_macs(side, 4, in_features, features))
+        in_features = features
+    discriminator.append(side * side * in_features)  # the dense layer to one logit
+    return {"generator": generator, "discriminator": discriminator}
 
 
 def train_step_flops_per_image(config: ml_collections.ConfigDict) -> int:

@@ -57,7 +57,7 @@ def _discriminate(discriminator: Discriminator, variables, images, labels):
 
 def generate_images(generator: Generator, variables: dict[str, Any], noise: np.ndarray,
                     labels: np.ndarray | None = None) -> np.ndarray:
-    """G on `noise` (N, latent_dim): float32 images (N, 28, 28, 1) in [-1, 1].
+    """G on `noise` (N, latent_dim): float32 images (N, height, width, channels) in [-1, 1].
 
     `variables` are G's {"params", "batch_stats"}, e.g. `TrainState.sampling_variables()`; `labels`
     (N,) the classes asked for, for a conditional G.

@@ -96,7 +96,7 @@ def gradient_penalty(critic: Critic, real: jax.Array, fake: jax.Array, weights: 
 
     Args:
       critic: D as a function of images.
-      real, fake: equally many real and generated images, (batch, 28, 28, 1).
+      real, fake: equally many real and generated images, (batch, height, width, channels).
       weights: the interpolation weight e of each pair, (batch,), drawn from U[0, 1] by the caller
         (so that it can draw them for the global batch and keep its own slice).
 

@@ -1,9 +1,15 @@
-"""The tutorial's Generator and Discriminator in flax.linen (NHWC), with its shape bug fixed.
+"""The tutorial's Generator and Discriminator in flax.linen (NHWC), with its shape bug fixed, and the
+DCGAN family for 32, 64 and 128 pixels with any channel count.
 
 Generator: z (latent_dim) -> 1x1 -> ConvT k7 -> 7x7x(2w) -> ConvT k4 s2 -> 14x14x(w) -> ConvT k4 s2 ->
 28x28x1, tanh. Discriminator: 28x28x1 -> Conv k4 s2 -> 14x14x(w) -> Conv k4 s2 -> 7x7x(2w) -> Dense -> one
 logit per image (no sigmoid: the loss takes logits). With the default widths (64) the parameter counts
 equal the PyTorch peer's: generator 759,873, discriminator 138,817.
+
+For other images (a user's own, `gan_jax.data.images`) the same layers follow DCGAN (Radford et al.
+2016): G projects z to 4x4 and doubles the size with each transposed convolution, halving the features,
+to size x size x channels; D mirrors it down to 4x4. `generator_layers` and `depth` say which layers an
+image size gets; the 28-pixel networks are the tutorial's exactly.
 
 Initialization mirrors the tutorial by default: PyTorch's layer defaults, uniform(-1/sqrt(fan_in),
 1/sqrt(fan_in)) for weights and biases, where a transposed convolution's fan-in is out_features * kh * kw
@@ -115,12 +121,39 @@ class ConditionalBatchNorm(nn.Module):
         return x * scale[:, None, None, :].astype(x.dtype) + shift[:, None, None, :].astype(x.dtype)
 
 
+def depth(image_size: int) -> int:
+    """How many stride-2 layers D has (and G, counting its last): 2 for the tutorial's 28 (28 -> 14 ->
+    7), else DCGAN's, down to 4x4 (32: 3, 64: 4, 128: 5)."""
+    if image_size == 28:
+        return 2
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"no network for {image_size}x{image_size} images: 28 or a power of 2 >= 8")
+    return int(math.log2(image_size)) - 2
+
+
+def generator_layers(width: int, image_size: int, channels: int) -> list[tuple[int, int, int, Any]]:
+    """G's transposed convolutions as (features, kernel, stride, padding), from z (1x1) to the image.
+
+    28: the tutorial's 1 -> 7 (k7) -> 14 -> 28 with 2w, w, channels features. Otherwise DCGAN's:
+    1 -> 4 (k4) with w * 2^(n-1) features, then each stride-2 layer doubles the size and halves the
+    features, the last giving `channels` (32: 4w, 2w, w, channels).
+    """
+    if image_size == 28:
+        return [(2 * width, 7, 1, "VALID"), (width, 4, 2, _UPSAMPLE_PADDING),
+                (channels, 4, 2, _UPSAMPLE_PADDING)]
+    n = depth(image_size)
+    return ([(width * 2 ** (n - 1), 4, 1, "VALID")] +
+            [(width * 2 ** (n - 1 - i), 4, 2, _UPSAMPLE_PADDING) for i in range(1, n)] +
+            [(channels, 4, 2, _UPSAMPLE_PADDING)])
+
+
 class Generator(nn.Module):
-    """z (batch, latent_dim) [and class labels (batch,)] -> images (batch, 28, 28, 1) in [-1, 1].
+    """z (batch, latent_dim) [and class labels (batch,)] -> images (batch, size, size, channels) in
+    [-1, 1], through `generator_layers` (the tutorial's for 28x28, DCGAN's for 32, 64 and 128).
 
     With `num_classes > 0` G is conditioned on a class label (`condition`): "concat" joins a learned
     embedding of the label (num_classes numbers) to z, the classic cGAN (Mirza & Osindero 2014);
-    "cbn" replaces both BatchNorms with class-conditional ones.
+    "cbn" replaces every BatchNorm with a class-conditional one.
     """
 
     width: int = 64
@@ -130,6 +163,8 @@ class Generator(nn.Module):
     dtype: Any = jnp.float32
     num_classes: int = 0
     condition: str = "concat"
+    image_size: int = 28
+    channels: int = 1
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
@@ -148,11 +183,12 @@ class Generator(nn.Module):
             return nn.BatchNorm(**norm)(x)
 
         x = z.reshape(z.shape[0], 1, 1, z.shape[-1])
-        x = ConvTranspose(2 * self.width, (7, 7), (1, 1), "VALID", **layer)(x)  # tutorial: k4 gave 4x4
-        x = nn.relu(batch_norm(x))
-        x = ConvTranspose(self.width, (4, 4), (2, 2), _UPSAMPLE_PADDING, **layer)(x)
-        x = nn.relu(batch_norm(x))
-        x = ConvTranspose(1, (4, 4), (2, 2), _UPSAMPLE_PADDING, **layer)(x)
+        # The tutorial's first layer had k4, which gave 4x4; k7 gives the 7x7 its next layers need.
+        layers = generator_layers(self.width, self.image_size, self.channels)
+        for index, (features, kernel, stride, padding) in enumerate(layers):
+            x = ConvTranspose(features, (kernel, kernel), (stride, stride), padding, **layer)(x)
+            if index < len(layers) - 1:
+                x = nn.relu(batch_norm(x))
         return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -182,7 +218,10 @@ def split_output(output: Any) -> tuple[jax.Array, jax.Array | None]:
 
 
 class Discriminator(nn.Module):
-    """images (batch, 28, 28, 1) in [-1, 1] [and class labels (batch,)] -> logits (batch,).
+    """images (batch, size, size, channels) in [-1, 1] [and class labels (batch,)] -> logits (batch,).
+
+    The images' side sets the depth (`depth`): the tutorial's two convolutions for 28, DCGAN's down to
+    4x4 for 32, 64 and 128, the features doubling at each.
 
     `norm` is how D is normalized: "batch" (the tutorial's BatchNorm after the second convolution),
     "spectral" (every layer's weight divided by its largest singular value, estimated by one power
@@ -224,12 +263,17 @@ class Discriminator(nn.Module):
         if conditional and self.condition == "concat":
             maps = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)[:, None, None, :]
             x = jnp.concatenate([x, jnp.broadcast_to(maps, (*x.shape[:3], self.num_classes))], axis=-1)
+        # The tutorial's (28 -> 14 -> 7, w then 2w features) and DCGAN's (down to 4x4, doubling the
+        # features), by the images' side: BatchNorm after every convolution but the first.
+        num_convs = depth(x.shape[1])
         x = nn.leaky_relu(conv(self.width, x), 0.2)
-        x = conv(2 * self.width, x)
-        if self.norm == "batch":
-            x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype,
-                             scale_init=batch_norm_scale_init(self.init_scheme), **BATCH_NORM)(x)
-        x = nn.leaky_relu(x, 0.2)
+        for index in range(1, num_convs):
+            x = conv(self.width * 2 ** index, x)
+            if self.norm == "batch":
+                x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name,
+                                 dtype=self.dtype, scale_init=batch_norm_scale_init(self.init_scheme),
+                                 **BATCH_NORM)(x)
+            x = nn.leaky_relu(x, 0.2)
         if self.minibatch_std:
             x = minibatch_stddev(x, self.minibatch_std)
         features = x.reshape(x.shape[0], -1)

@@ -103,8 +103,8 @@ class MetricsWriter:
                 self._tensorboard.add_scalar(name, value, step)
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:
-        """A grayscale image, uint8 (height, width), to TensorBoard."""
-        self._tensorboard.add_image(name, image, step, dataformats="HW")
+        """An image, uint8 (height, width) grayscale or (height, width, 3) RGB, to TensorBoard."""
+        self._tensorboard.add_image(name, image, step, dataformats="HW" if image.ndim == 2 else "HWC")
 
     def flush(self) -> None:
         """Puts every record so far on disk (the metrics file is; TensorBoard buffers)."""

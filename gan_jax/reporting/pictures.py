@@ -41,12 +41,16 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def image_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """(rows*cols, h, w[, 1]) images -> one (rows*h, cols*w) array, row-major."""
+    """(rows*cols, h, w[, c]) images -> one row-major grid picture: (rows*h, cols*w) for grayscale
+    (one channel or none), (rows*h, cols*w, 3) for RGB."""
     images = np.asarray(images)[: rows * cols]
-    n, h, w = images.shape[:3]
+    if images.ndim == 3:
+        images = images[..., None]
+    n, h, w, c = images.shape
     if n < rows * cols:
         raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
-    return images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    grid = images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    return grid[..., 0] if c == 1 else grid
 
 
 def save_grid(images: np.ndarray, path: str, rows: int = GRID[0], cols: int = GRID[1]) -> None:
@@ -56,8 +60,9 @@ def save_grid(images: np.ndarray, path: str, rows: int = GRID[0], cols: int = GR
 
 
 def save_grid_image(grid: np.ndarray, path: str) -> None:
-    """Saves a uint8 (height, width) image as a grayscale picture, one pixel per pixel, in the format
-    of `path`'s suffix (JPEG at quality 95: a grid of sharp strokes shows artifacts below that)."""
+    """Saves a uint8 (height, width) grayscale or (height, width, 3) RGB image, one pixel per pixel,
+    in the format of `path`'s suffix (JPEG at quality 95: a grid of sharp strokes shows artifacts below
+    that)."""
     form = image_format(path)
     options = {"quality": 95} if form == "JPEG" else {}
     atomic_write(path, lambda tmp: Image.fromarray(np.asarray(grid, np.uint8)).save(
@@ -106,7 +111,8 @@ def save_quality_curves(metrics_path: str, path: str) -> None:
 
 def save_progress_gif(samples_dir: str, path: str, frame_ms: int = 200) -> None:
     """Animates the sample grids of samples_dir (step_XXXXXXX.png, in step order)."""
-    frames = [Image.open(p).convert("L") for p in sorted(glob.glob(os.path.join(samples_dir, "step_*.png")))]
+    # Each frame as it was saved: "L" for grayscale grids, "RGB" for colour ones.
+    frames = [Image.open(p) for p in sorted(glob.glob(os.path.join(samples_dir, "step_*.png")))]
     if not frames:
         return
     atomic_write(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True,

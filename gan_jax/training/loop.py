@@ -67,12 +67,20 @@ def train_runs(runs: list[Run], *, sweep_dir: str | None = None, form: str = "au
     config = runs[0].config
     devices.request_deterministic_xla(config.deterministic)
     layout = Layout.for_config(config, len(runs), form)  # the devices fit, before anything is read
-    changes = folders_lib.check_resume(runs, sweep_dir)  # a refused resume fails before the data
     split = sources.load_split(config.data, "train")
-    sources.check_labels(split, config.model.num_classes)
+    sources.check_images(split, config_lib.IMAGE_SIZES, config.data.dir or config.data.name)
+    sources.check_labels(split, config.model.num_classes, own_data=config.data.name == "custom")
+    runs = [run._replace(config=config_lib.with_image_shape(run.config, split.images.shape))
+            for run in runs]
+    config = runs[0].config
+    changes = folders_lib.check_resume(runs, sweep_dir)  # a refused resume fails before any write
     steps_per_epoch = config_lib.steps_per_epoch(config, len(split.images))
     total_steps = config_lib.total_steps(config, len(split.images))
     spec = GANSpec.from_config(config, total_steps=total_steps, **layout.spec_options())
+    if config.eval_every:  # the evaluator exists and fits the images, before anything is written
+        from gan_jax.evaluation.reference import check_fits, load_evaluator
+        check_fits(load_evaluator(config.data.name, config.evaluator), spec.image_shape,
+                   "the training images")
     folders = folders_lib.RunFolders(runs, sweep_dir)  # only now is anything written
     try:
         host_states, extras = folders.restore(spec, len(split.images))
@@ -104,10 +112,13 @@ def train_runs(runs: list[Run], *, sweep_dir: str | None = None, form: str = "au
 
 
 def _with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy of `config` with data.dir absolute, so the run's record works from any folder."""
+    """A copy of `config` with data.dir and evaluator absolute, so the run's record works from any
+    folder."""
     config = ml_collections.ConfigDict(config.to_dict())
     if config.data.dir:
         config.data.dir = os.path.abspath(os.path.expanduser(config.data.dir))
+    if config.evaluator:
+        config.evaluator = os.path.abspath(os.path.expanduser(config.evaluator))
     return config
 
 

@@ -56,6 +56,7 @@ class GANSpec:
     num_classes: int  # 0: unconditional; else G and D take class (or cluster) labels
     hyperparams: Hyperparams = dataclasses.field(hash=False)  # compared, not hashed (a dict)
     clusters: int = 0  # self-conditioning's k (then num_classes == clusters); 0: off
+    image_shape: tuple[int, int, int] = (28, 28, 1)  # (height, width, channels) of G's images
     augment: tuple[str, ...] = ()  # DiffAugment's transformations before D (gan_jax.model.augment)
     lr_decay: str = "none"  # one of config.LR_DECAYS: how the learning rates fall over decay_steps
     decay_steps: int = 0  # the run's length, over which lr_decay takes the rates to 0
@@ -78,11 +79,13 @@ class GANSpec:
         dtype = jnp.dtype(model.compute_dtype)
         # A self-conditioned GAN is a conditional one whose classes are the clusters.
         num_classes = model.num_classes or config.self_condition.clusters
+        image_shape = config_lib.image_shape(config)
         return cls(
             generator=Generator(width=model.g_width, init_scheme=model.init_scheme,
                                 conv_transpose=model.conv_transpose, axis_name=axis_name,
                                 dtype=dtype, num_classes=num_classes,
-                                condition=model.g_condition),
+                                condition=model.g_condition, image_size=image_shape[0],
+                                channels=image_shape[2]),
             discriminator=Discriminator(width=model.d_width, init_scheme=model.init_scheme,
                                         norm=model.d_norm, axis_name=axis_name, dtype=dtype,
                                         num_classes=num_classes, condition=model.d_condition,
@@ -97,6 +100,7 @@ class GANSpec:
             num_classes=num_classes,
             hyperparams=hyperparams(config),
             clusters=config.self_condition.clusters,
+            image_shape=image_shape,
             augment=config_lib.augment_policy(config.augment),
             lr_decay=config.lr_decay,
             decay_steps=total_steps,

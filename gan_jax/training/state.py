@@ -14,7 +14,6 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from gan_jax.data.idx import IMAGE_SHAPE
 from gan_jax.training import clusters as clusters_lib
 from gan_jax.training.spec import GANSpec, optimizers
 
@@ -91,7 +90,7 @@ def create_train_state(gan: GANSpec, seed: int, num_train_images: int = 0) -> Tr
         step=jnp.zeros((), jnp.int32),
         generator=generator,
         discriminator=_init_network(gan.discriminator, d_optimizer, keys["discriminator_init"],
-                                    jnp.zeros((1, *IMAGE_SHAPE), jnp.float32), gan.num_classes),
+                                    jnp.zeros((1, *gan.image_shape), jnp.float32), gan.num_classes),
         key=keys["train"],
         # The average starts at G's initial variables (a copy: the state's buffers are donated).
         generator_ema=jax.tree.map(jnp.copy, generator.variables()) if gan.ema else None,

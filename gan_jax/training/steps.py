@@ -118,7 +118,7 @@ def d_step(state: TrainState, real: jax.Array, key: jax.Array, *, gan: GANSpec,
 
     Args:
       state: the training state.
-      real: this device's real images, float32 in [-1, 1], (batch, 28, 28, 1).
+      real: this device's real images, float32 in [-1, 1], (batch, height, width, channels).
       key: PRNG key for this update's noise (and WGAN-GP's interpolation weights).
       gan: models and loss settings.
       hp: learning rates, betas and loss weights; `gan.hyperparams` (the config's) by default.
