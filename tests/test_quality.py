@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 
@@ -192,7 +195,8 @@ def test_class_coverage_entropy_is_log_num_classes_for_uniform_and_zero_for_one_
     assert entropy == pytest.approx(np.log(10))
     counts, entropy = quality.class_coverage(np.full(50, 7))
     assert counts[7] == 50 and counts.sum() == 50
-    assert entropy == 0.0
+    # Exactly 0.0, not -0.0 (equal to 0.0, but written "-0.0" in the evaluation's JSON).
+    assert entropy == 0.0 and math.copysign(1.0, entropy) == 1.0 and json.dumps(entropy) == "0.0"
 
 
 def test_class_coverage_takes_the_argmax_of_probabilities():

@@ -336,7 +336,9 @@ def class_coverage(predictions: np.ndarray, num_classes: int = 10) -> ClassCover
     counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
     frequencies = counts[counts > 0] / labels.shape[0]
     entropy = float(-(frequencies * np.log(frequencies)).sum())
-    return ClassCoverage(counts, max(entropy, 0.0))  # one class gives -0.0; report it as 0
+    # One class gives -(1 * log 1) = -0.0, which JSON would keep as "-0.0"; every other histogram has
+    # entropy > 0. (max(-0.0, 0.0) is -0.0: the two compare equal, so max keeps the first.)
+    return ClassCoverage(counts, entropy if entropy > 0 else 0.0)
 
 
 def discriminator_accuracy(real_logits: np.ndarray, fake_logits: np.ndarray) -> float:
