@@ -11,8 +11,9 @@ from typing import Any
 
 from gan_jax.reporting.progress import fixed
 
-# Metrics summarized per group, and how many decimals they are printed with.
-SUMMARIZED = {"fid": 2, "kid": 2, "score": 3, "precision": 4, "recall": 4, "coverage_entropy": 4,
+# Metrics summarized per group, and how many decimals they are printed with. KID is a squared MMD,
+# typically 1e-3 to 1e-1: it needs as many decimals as `format_table` gives it.
+SUMMARIZED = {"fid": 2, "kid": 5, "score": 3, "precision": 4, "recall": 4, "coverage_entropy": 4,
               "cond_acc": 4, "intra_fid": 2, "d_acc": 4}
 
 
@@ -91,7 +92,7 @@ def format_table(result: dict[str, Any]) -> str:
     histogram = " ".join(f"{digit}:{count}" for digit, count in enumerate(result["class_histogram"]))
     rows.append(("class histogram", histogram, ""))
     if "intra_fid_per_class" in result:
-        rows.append(("intra-class FIDs", " ".join(f"{c}:{fid:.1f}" for c, fid in
+        rows.append(("intra-class FIDs", " ".join(f"{c}:{fixed(fid, 1)}" for c, fid in
                                                   enumerate(result["intra_fid_per_class"])), ""))
     width = max(len(name) for name, _, _ in rows)
     value_width = max(len(value) for name, value, _ in rows if not name.startswith(("class hist",
