@@ -184,10 +184,12 @@ def training_command(module: str, workdir: str, train: Callable[[], "object"]) -
         except Interrupted as e:
             print(f"{e}. Resume with: {resume_command(module, sys.argv[1:], workdir)}", file=sys.stderr)
             return
-        runs = f"{len(result.states)} runs" if len(result.states) > 1 else "the run"
+        many = len(result.states) > 1
+        runs = f"{len(result.states)} runs" if many else "the run"
         if result.start_step >= result.total_steps:
-            print(f"nothing trained: {runs} already at step {result.start_step}, and the config asks "
-                  f"for {result.total_steps}; outputs in {os.path.abspath(workdir)}", file=sys.stderr)
+            print(f"nothing trained: {runs} {'are' if many else 'is'} already at step "
+                  f"{result.start_step}, and the config asks for {result.total_steps}; outputs in "
+                  f"{os.path.abspath(workdir)}", file=sys.stderr)
         else:
             print(f"trained {runs} from step {result.start_step} to {result.total_steps}; outputs in "
                   f"{os.path.abspath(workdir)}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The training loop in-process: bit-identical reruns, stop-and-resume, and each bad-input case."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -10,12 +11,13 @@ import pytest
 
 from PIL import Image
 from helpers import before_each_call, interrupt_after, read_tensorboard, tiny_config, trees_equal
-from gan_jax import train
+from gan_jax import cli, train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.model import losses
 from gan_jax.reporting.metrics_log import read_metrics
 from gan_jax.training import devices
 from gan_jax.training.control import Interrupted
+from gan_jax.training.loop import TrainingResult
 
 NUM_STEPS = 6  # experiments/mnist.py:tiny: logs every 2, samples every 3, checkpoints every 4
 
@@ -131,6 +133,36 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(interrupted, idx_dir,
     assert "\n" not in str(info.value)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
     assert [r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))] == [2]
+
+
+def test_a_finished_run_asked_for_fewer_steps_trains_nothing_and_says_so(reference, idx_dir, tmp_path,
+                                                                          caplog, capsys):
+    """Resumed with a smaller num_steps: the log and the command's last line say that nothing was
+    trained, the run's checkpoints and metrics stay as they were, and no TensorBoard event file is
+    added (the writer opens at its first record)."""
+    workdir = str(tmp_path / "finished")
+    shutil.copytree(reference[0], workdir)
+    event_files = sorted(os.listdir(os.path.join(workdir, "tensorboard")))
+    metrics = numeric_metrics(workdir)
+    caplog.set_level(logging.INFO, logger="gan_jax")
+    status = cli.training_command("gan_jax.train", workdir,
+                                  lambda: train.train(tiny_config(idx_dir, num_steps=4), workdir))
+    assert status == 0
+    assert "nothing to train: the run is at step 6, and config asks for 4" in caplog.text
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"nothing trained: the run is already at step 6, and the config asks for 4; outputs in "
+        f"{workdir}")
+    assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == event_files
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+    assert numeric_metrics(workdir) == metrics
+
+
+def test_a_sweep_that_trains_nothing_says_so_for_all_its_runs(tmp_path, capsys):
+    """The summary line's grammar for several runs (what `gan_jax.sweep` prints)."""
+    finished = TrainingResult(states=[None, None, None], start_step=6, total_steps=4)
+    assert cli.training_command("gan_jax.sweep", str(tmp_path), lambda: finished) == 0
+    assert capsys.readouterr().err.startswith("nothing trained: 3 runs are already at step 6, and "
+                                              "the config asks for 4; outputs in ")
 
 
 def test_incompatible_checkpoint_refused_and_nothing_overwritten(reference, idx_dir, tmp_path):
