@@ -110,6 +110,21 @@ def test_malformed_data_file(tmp_path, python_env):
     assert_one_line_error(result.stderr, "train-images-idx3-ubyte.gz")
 
 
+def test_a_nan_at_the_first_step_says_that_no_checkpoint_was_saved(cli_data, tmp_path, python_env):
+    """G's loss is NaN at step 1 (injected by tests/fault_injection), before any checkpoint: the line
+    says there is none, not "last good checkpoint: step None"."""
+    env = dict(python_env, GAN_JAX_TEST_FAULT="nan_loss_at_step=1",
+               PYTHONPATH=os.path.join(REPO, "tests", "fault_injection") + os.pathsep
+               + python_env["PYTHONPATH"])
+    workdir = tmp_path / "run"
+    result = run_cli([*TINY, *idx_args(cli_data), f"--workdir={workdir}"], env)
+    assert result.returncode == 1
+    line = assert_one_line_error(result.stderr, "g_loss became nan at step 1")
+    assert line == ("error: g_loss became nan at step 1; stopped without saving (no checkpoint was "
+                    "saved before it)")
+    assert not list(workdir.glob("checkpoints/*"))  # none was saved, and none is claimed
+
+
 def test_sigterm_saves_exits_zero_and_the_printed_command_resumes(cli_data, tmp_path, python_env):
     """The run is started as the README shows (`--workdir DIR`, with a space); the command it prints
     on SIGTERM, pasted into a shell, resumes it."""
