@@ -96,6 +96,48 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
     assert int(state.step) == 6
 
 
+
+PRE_HASHES_RUN = os.path.join(os.path.dirname(__file__), "data", "run_pre_hashes")
+
+
+def test_a_run_written_before_the_content_hashes_still_restores_and_resumes(idx_dir, tmp_path, caplog):
+    """tests/data/run_pre_hashes is a tiny run (4 steps) saved at commit dd5b920, whose checkpoints
+    carry the log window in their metadata but no content hashes: it loads unverified (a warning,
+    not damage), samples and resumes, and its checkpoint is not set aside."""
+    import json
+    import shutil
+
+    from gan_jax import train
+    from gan_jax.evaluation.restored import load_run
+    from gan_jax.model.inference import generate_images
+    workdir = str(tmp_path / "pre_hashes")
+    shutil.copytree(PRE_HASHES_RUN, workdir)
+    run = load_run(workdir)
+    assert any("checkpoint at step 4 in" in r.getMessage() and "restored unverified" in r.getMessage()
+               for r in caplog.records)
+    assert run.step == 4 and run.state.generator_ema is None
+    images = generate_images(run.spec.generator, run.generator_variables(), np.zeros((2, 8), np.float32))
+    assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
+    # The run's config is today's tiny config, narrower, with the new keys at their defaults.
+    config = tiny_config(idx_dir, latent_dim=8, **{"model.g_width": 4, "model.d_width": 4})
+    differing = {k for k, v in config.items() if run.config[k] != v}
+    assert differing == {"data", "num_steps"} and run.config.num_steps == 4
+    state = train.train_and_evaluate(config, workdir)
+    assert int(state.step) == 6
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [2, 4, 6]
+
+
+def test_metadata_without_hashes_is_damage_unless_an_older_version_wrote_all_of_it():
+    """Only keys that versions before the hashes wrote excuse their absence: anything else is damage."""
+    from gan_jax.training import checkpoint
+    state = {"step": np.int32(1)}
+    for old_keys in (frozenset(), frozenset({"log_window"})):
+        checkpoint._verify(state, None, "folder", 1, other_keys=old_keys)
+    with pytest.raises(checkpoint.DamagedCheckpointError, match="content hashes are missing"):
+        checkpoint._verify(state, None, "folder", 1, other_keys=frozenset({"log_window", "other"}))
+
 @pytest.mark.slow
 def test_round_trip_with_ema_and_spectral_norm(idx_dir, tmp_path):
     """The EMA and spectral normalization's vectors are part of the saved state."""

@@ -202,7 +202,7 @@ def test_a_damaged_checkpoint_is_skipped_named_and_kept(six_steps, data, tmp_pat
     # Readers skip it for the newest good one and say so, changing nothing.
     sampled = run(command("sample", f"--workdir={workdir}", f"--npy={tmp_path / 's.npy'}"), python_env)
     assert sampled.returncode == 0, sampled.stderr
-    assert "checkpoint at step 6" in sampled.stderr and "is damaged" in sampled.stderr
+    assert "skipping the damaged checkpoint at step 6 in" in sampled.stderr
     assert "of step 4" in sampled.stderr
     for module, args in (("sample", [f"--npy={tmp_path / 't.npy'}"]), ("evaluate", ["--num_samples=16"])):
         explicit = run(command(module, f"--workdir={workdir}", "--step=6", *args), python_env)
@@ -213,7 +213,7 @@ def test_a_damaged_checkpoint_is_skipped_named_and_kept(six_steps, data, tmp_pat
     # Training resumes from step 4, sets step 6 aside, and the keep-3 rotation never deletes it.
     resumed = run(command("train", *train_args(data, workdir, 10)), python_env)
     assert resumed.returncode == 0, resumed.stderr
-    assert "skipping checkpoint at step 6" in resumed.stderr
+    assert "skipping the damaged checkpoint at step 6 in" in resumed.stderr
     assert "resuming from the checkpoint at step 4" in resumed.stderr
     assert checkpoints(workdir) == ["10", "6", "6.damaged", "8"]
     reference = str(tmp_path / "uninterrupted")

@@ -14,7 +14,8 @@ and each version reads the other's.
 
 Every saved array's content hash (sha256 of its dtype, shape and bytes) is saved with it, in the step's
 metadata, and checked when it is read back: damage anywhere in a checkpoint, inside a data file too,
-where the files' own framing does not look, is found. A checkpoint that does not restore completely
+where the files' own framing does not look, is found. Checkpoints of the versions before the hashes
+restore unverified, with a warning (`_verify`). A checkpoint that does not restore completely
 (a damaged file or metadata, a copy cut short) or whose arrays differ from their hashes is skipped for
 the newest one that does, with a warning naming it and why (`restore_newest`). Training sets it aside as
 `<step>.damaged` in the same folder, where orbax neither counts it as a checkpoint nor deletes it
@@ -39,6 +40,10 @@ from gan_jax.training.state import TrainState
 
 DAMAGED_SUFFIX = ".damaged"
 HASHES = "sha256"  # the key of the arrays' content hashes in a checkpoint's custom metadata
+# Every key of the custom metadata that versions before the hashes wrote (3192623 up to dc1f597: the
+# training loop's unlogged metric sums, reporting/outputs.py's LOG_WINDOW). Written here as those
+# versions spelled it, not imported, since it describes checkpoints already on disk.
+_KEYS_BEFORE_HASHES = frozenset({"log_window"})
 _STEP_METADATA_FILE = "_CHECKPOINT_METADATA"  # where orbax keeps a step's custom metadata
 # What reading a damaged checkpoint raises: orbax and tensorstore report unreadable, truncated or
 # corrupt files as ValueError (e.g. "OUT_OF_RANGE: Error reading ... in OCDBT database") or OSError,
@@ -61,14 +66,15 @@ def content_hashes(tree: Any) -> dict[str, str]:
 
 
 def _verify(restored: Any, saved: dict[str, str] | None, directory: str, step: int,
-            extra_keys: bool = False) -> None:
+            other_keys: frozenset[str] = frozenset()) -> None:
     """Raises DamagedCheckpointError unless every restored array has the hash it was saved with.
 
-    A checkpoint of gan_jax 0.1.0 (before the hashes) carries no metadata of ours at all: it
-    restores with a warning that it could not be verified, since nothing but its files' readability
-    vouches for it. Metadata of ours without the hashes (`extra_keys`) is damage.
+    `other_keys` are the step's other custom metadata keys. A checkpoint written before the hashes
+    carries no metadata of ours at all (gan_jax 0.1.0) or only keys those versions wrote
+    (`_KEYS_BEFORE_HASHES`): it restores with a warning that it could not be verified, since nothing
+    but its files' readability vouches for it. Any other metadata without the hashes is damage.
     """
-    if saved is None and extra_keys:
+    if saved is None and not other_keys <= _KEYS_BEFORE_HASHES:
         raise DamagedCheckpointError(directory, step, "its content hashes are missing")
     if saved is None:
         logger.warning("checkpoint at step %d in %s holds no content hashes (an older version wrote "
@@ -230,7 +236,8 @@ class Checkpointer:
                         # readers, which take no lock, meet this). Not damage: list again.
                         vanished = True
                         break
-                    logger.warning("skipping %s", e)
+                    logger.warning("skipping the damaged checkpoint at step %d in %s: %s", step,
+                                   self.directory, e.reason)
                     damaged[step] = e
             if not vanished:
                 break
@@ -300,7 +307,7 @@ class Checkpointer:
             extra = self._custom_metadata(step)
         except _READ_ERRORS as e:
             raise DamagedCheckpointError(self.directory, step, _reason(e)) from None
-        _verify(restored, extra.pop(HASHES, None), self.directory, step, extra_keys=bool(extra))
+        _verify(restored, extra.pop(HASHES, None), self.directory, step, other_keys=frozenset(extra))
         return Restored(abstract_state.replace(**restored), extra, step)
 
     def _custom_metadata(self, step: int) -> dict[str, Any]:
