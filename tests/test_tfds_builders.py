@@ -56,9 +56,10 @@ def _serve_from(folder: str, monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
     return fake
 
 
-def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch, tmp_path):
+def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch, tmp_path, capfd):
     """A name that does not resolve (RFC 2606's .invalid) ends the download before tfds's retries,
-    and the line says what to do instead: the training commands' flags by default, or the caller's."""
+    and the line says what to do instead: the training commands' flags by default, or the caller's.
+    tfds has printed nothing ("Downloading and preparing dataset...") and written nothing."""
     monkeypatch.setattr(tfds_builders.GanJaxMnist, "BASE_URL", "https://nowhere.invalid/")
     with pytest.raises(DataError, match=r"cannot reach nowhere.invalid:443 to download mnist .*no "
                                         r"network.*; use --config.data.source=idx") as info:
@@ -66,6 +67,21 @@ def test_unreachable_hosts_fail_at_once_with_one_line(monkeypatch, tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match=r"no network.*\]; give --data_dir$"):
         tfds_builders.load("mnist", "test", data_dir=str(tmp_path / "b"), offline_hint="give --data_dir")
+    assert capfd.readouterr() == ("", "")
+    assert sorted(os.listdir(tmp_path)) == []  # no tfds data dir, no downloads/ folder in it
+
+
+def test_a_training_start_without_network_writes_nothing(monkeypatch, tmp_path, idx_dir, capfd):
+    """The tfds source offline, through the trainer: the one-line error with the training hint, no
+    workdir, no tfds folder, and nothing printed before the error."""
+    from helpers import tiny_config
+    from gan_jax import train
+    monkeypatch.setattr(tfds_builders.GanJaxMnist, "BASE_URL", "https://nowhere.invalid/")
+    config = tiny_config(idx_dir, **{"data.source": "tfds", "data.dir": str(tmp_path / "tfds")})
+    with pytest.raises(DataError, match=r"no network.*; use --config.data.source=idx"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert sorted(os.listdir(tmp_path)) == []
+    assert "Downloading and preparing" not in "".join(capfd.readouterr())
 
 
 def test_reachability_is_checked_where_requests_would_connect(monkeypatch):

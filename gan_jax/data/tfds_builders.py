@@ -25,6 +25,7 @@ from tensorflow_datasets.core.download import download_manager as tfds_download_
 
 from gan_jax.data import idx
 from gan_jax.errors import DataError
+from gan_jax.log import logger
 
 _MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 _FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -127,12 +128,26 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             disable_shuffling=True,
         )
 
+    @classmethod
+    def split_urls(cls) -> dict[str, tuple[str, str]]:
+        """{split: (the images' URL, the labels' URL)}."""
+        return {split: tuple(cls.BASE_URL + stem + ".gz" for stem in idx.IDX_FILES[split])
+                for split in idx.SPLITS}
+
+    def _log_download_bytes(self) -> None:
+        """Checks that the download's hosts answer, where tfds would announce the download.
+
+        tfds calls this when the data is not prepared, before it creates any folder or downloads,
+        and by default prints "Downloading and preparing dataset Unknown size (download: Unknown
+        size, ...)" to stdout, unconditionally (no verbosity setting reaches it). Offline, the
+        check fails here: the one-line error is all the user sees, and nothing is written.
+        """
+        _check_reachable([url for urls in self.split_urls().values() for url in urls], self.DATASET)
+        logger.info("downloading %s through tensorflow-datasets into %s", self.DATASET,
+                    self.data_dir)
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
-        urls = {
-            split: tuple(self.BASE_URL + stem + ".gz" for stem in idx.IDX_FILES[split])
-            for split in idx.SPLITS
-        }
-        _check_reachable([url for split_urls in urls.values() for url in split_urls], self.DATASET)
+        urls = self.split_urls()
         try:
             paths = dl_manager.download(urls)
         except tfds_download_manager.NonMatchingChecksumError as e:
