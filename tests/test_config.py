@@ -41,6 +41,22 @@ def test_the_tuned_and_conditional_configs_change_only_what_they_say():
         config_lib.validate(load_experiment(name, "tiny"))
 
 
+def test_the_folder_config_is_the_tuned_one_on_ones_own_images():
+    tuned = config_lib.flatten(load_experiment("mnist_tuned"))
+    for variant, source in (("", "folder"), ("npz", "npz"), ("npz,tiny", "npz")):
+        config = load_experiment("folder", variant)
+        changed = {k: v for k, v in config_lib.flatten(config).items() if tuned[k] != v}
+        assert {k: changed.pop(k) for k in ("data.source", "data.name")} == {
+            "data.source": source, "data.name": "custom"}
+        assert set(changed) <= ({"num_steps", "log_every", "sample_every", "checkpoint_every"}
+                                if "tiny" in variant else set())
+        # Where the images are is the user's to say: without it, one line names the key.
+        with pytest.raises(ConfigError, match=f"config.data.source='{source}' needs config.data.dir"):
+            config_lib.validate(config)
+    with pytest.raises(ValueError, match="unknown variant"):
+        load_experiment("folder", "png")
+
+
 def test_a_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no config file at"):
         config_lib.load_config_file(str(tmp_path / "nope.py"))

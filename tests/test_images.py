@@ -107,6 +107,10 @@ def test_the_decoded_folder_is_cached_and_read_again_when_a_file_changes(tmp_pat
         raise AssertionError("decoded again")
     monkeypatch.setattr(images_lib, "_decode", no_decoding)
     assert trees_equal(images_lib.load_folder_split(root, "train", progress=False), first)
+    moved = root + "_moved"  # a moved folder (mv keeps the files' times) keeps its cache
+    os.rename(root, moved)
+    assert trees_equal(images_lib.load_folder_split(moved, "train", progress=False), first)
+    os.rename(moved, root)
     monkeypatch.undo()
     # A changed file (size and time) and another conversion are read again.
     changed = os.path.join(root, "train", "cat", "000.png")

@@ -94,11 +94,13 @@ def _is_gray(image) -> bool:
     return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
 
 
-def _fingerprint(paths: list[str], channels: int, image_size: int) -> str:
+def _fingerprint(split_dir: str, paths: list[str], channels: int, image_size: int) -> str:
+    """What a decoded split depends on: each file's name (relative to the split folder, so a moved
+    folder keeps its cache), size and modification time, and the conversion."""
     digest = hashlib.sha256(json.dumps([_CACHE_VERSION, channels, image_size]).encode())
     for path in paths:
         stat = os.stat(path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{os.path.relpath(path, split_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -131,7 +133,7 @@ def load_folder_split(data_dir: str, split: str, channels: int = 0, image_size: 
     if not os.path.isdir(split_dir):
         raise DataError(f"{data_dir} has no {split}/ folder: put the images in {split_dir}")
     paths, labels, _ = folder_files(split_dir)
-    fingerprint = _fingerprint(paths, channels, image_size)
+    fingerprint = _fingerprint(split_dir, paths, channels, image_size)
     cache = os.path.join(data_dir, CACHE_DIR, f"{split}.npz")
     cached = _read_cache(cache, fingerprint)
     if cached is not None:
