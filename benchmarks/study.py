@@ -21,27 +21,7 @@ import sys
 import time
 
 from quality import summarize  # the same table as the one-run-per-variant study
-from variants import REPO_ROOT
-
-# The tuned config of gan_jax 0.1.0 (experiments/mnist_tuned.py before this study), written out so the
-# variants stay what they were when that file changes.
-BASE = ["--config.g_lr=2e-3", "--config.ema_decay=0.999", "--config.ema_start=5000"]
-SELF_CONDITION = ["--config.self_condition.clusters=20", "--config.model.g_condition=cbn",
-                  "--config.model.d_condition=projection"]
-# name -> (config file, overrides); "{dataset}" is filled in per dataset.
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "tutorial": ("experiments/{dataset}.py", []),
-    "base": ("experiments/{dataset}.py", BASE),
-    "augment": ("experiments/{dataset}.py", BASE + ["--config.augment=translation,cutout"]),
-    "mbstd": ("experiments/{dataset}.py", BASE + ["--config.model.d_minibatch_std=4"]),
-    "lr_decay": ("experiments/{dataset}.py", BASE + ["--config.lr_decay=linear"]),
-    "self_condition": ("experiments/{dataset}.py", BASE + SELF_CONDITION),
-    # Every technique at once: the study's answer to "do they add up?".
-    "combined": ("experiments/{dataset}.py", BASE + SELF_CONDITION + [
-        "--config.augment=translation,cutout", "--config.model.d_minibatch_std=4",
-        "--config.lr_decay=linear"]),
-}
-
+from variants import REPO_ROOT, STUDY, VARIANTS
 
 def _run(argv: list[str]) -> None:
     print("+ " + " ".join(argv), flush=True)
@@ -75,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", required=True, help="folder of the dataset's four IDX files")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(STUDY))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--num_samples", type=int, default=10_000)
