@@ -125,17 +125,20 @@ KEYS: tuple[Key, ...] = (
         **_one_of(SOURCES)),
     Key("data.name", "mnist", "the dataset: `mnist`, `fashion_mnist` (shipped evaluators) or `custom`",
         **_one_of(DATASETS), defines_run=True),
-    Key("data.image_size", 0, "the images' side; 0: as stored (28 for MNIST); a folder's are resized",
+    Key("data.image_size", 0, "the images' side: 28, 32, 64 or 128 (0: as stored); a folder's or an npz's "
+        "are resized to it",
         allowed=f"0 or one of {', '.join(map(str, IMAGE_SIZES))}",
         check=lambda v: v == 0 or v in IMAGE_SIZES, defines_run=True, absent_means=28),
     Key("data.channels", 0, "1 (grayscale) or 3 (RGB); 0: as stored", allowed="0, 1 or 3",
         check=lambda v: v in (0, *CHANNELS), defines_run=True, absent_means=1),
     Key("data.check_dataset", True, "`idx`: refuse files that are not the published `data.name` "
         "(false for your own IDX files)", allowed="true or false", absent_means=False),
-    Key("data.dir", "", "`idx`: the folder of the IDX files; `tfds`: its data folder (`\"\"`: tfds's "
-        "default)", allowed="a folder path or ''"),
-    Key("model.g_width", 64, "G's channel widths: latent -> 2w -> w -> 1", **_POSITIVE, defines_run=True),
-    Key("model.d_width", 64, "D's channel widths: 1 -> w -> 2w -> logit", **_POSITIVE, defines_run=True),
+    Key("data.dir", "", "`idx`: the folder of the IDX files; `folder`: the images' folder; `npz`: the "
+        "file; `tfds`: its data folder (`\"\"`: tfds's default)", allowed="a path or ''"),
+    Key("model.g_width", 64, "G's channel widths: latent -> 2w -> w -> channels at 28 pixels; DCGAN's "
+        "... 4w, 2w, w at 32, 64, 128", **_POSITIVE, defines_run=True),
+    Key("model.d_width", 64, "D's channel widths: channels -> w -> 2w -> logit at 28 pixels; w, 2w, 4w "
+        "... at 32, 64, 128", **_POSITIVE, defines_run=True),
     Key("model.init_scheme", "pytorch", "`pytorch` (the tutorial's layer defaults) or `dcgan` "
         "(N(0, 0.02))", **_one_of(INIT_SCHEMES), defines_run=True),
     Key("model.conv_transpose", "fast", "how G's transposed convolutions are computed: `fast` or `xla` "
