@@ -48,14 +48,20 @@ from absl import flags
 
 from gan_jax import cli, files
 from gan_jax.config import KNOWN_DATASETS
-from gan_jax.data import sources
+from gan_jax.data import idx
 from gan_jax.errors import UserError
 from gan_jax.evaluation import report
 from gan_jax.evaluation.images import load_images, load_labels
 from gan_jax.evaluation.reference import load_evaluator
 from gan_jax.evaluation.scoring import (DEFAULT_NUM_SAMPLES, evaluate_checkpoint, evaluate_samples,
-                                        evaluate_sweep)
+                                        evaluate_sweep, load_real_test_split)
 from gan_jax.training.runs import read_sweep
+
+# How a refusal of --data_dir's files ends, in this command's flags (the IDX reader's default names
+# the config's keys, which --samples does not have).
+SAMPLES_DATA_ADVICE = idx.Advice(other="but --dataset={dataset}: give --dataset={other} or point "
+                                       "--data_dir at {dataset}'s files",
+                                 unknown="point --data_dir at {dataset}'s published files")
 
 
 def evaluate(*, workdir: str | None = None, samples: str | None = None, dataset: str | None = None,
@@ -91,8 +97,9 @@ def evaluate(*, workdir: str | None = None, samples: str | None = None, dataset:
     scorer = load_evaluator(dataset or "", evaluator or "")
     images = load_images(samples, scorer.image_shape)
     sample_labels = load_labels(labels) if labels else None
-    test = sources.load_test_split(_real_data(scorer, dataset, data_dir), offline_hint="give "
-                                   "--data_dir FOLDER, the folder of the dataset's IDX files")
+    test = load_real_test_split(_real_data(scorer, dataset, data_dir), SAMPLES_DATA_ADVICE,
+                                offline_hint="give --data_dir FOLDER, the folder of the dataset's IDX "
+                                             "files")
     result = evaluate_samples(images, scorer.dataset, test.images, labels=sample_labels,
                               real_test_labels=test.labels if labels else None,
                               evaluator_dir=evaluator or "")

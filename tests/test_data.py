@@ -142,3 +142,33 @@ def test_unknown_files_pass_only_when_the_check_is_off(idx_dir):
         sources.load_split(config, "train")
     config.check_dataset = False
     assert len(sources.load_split(config, "train").images) == 64
+
+
+def test_a_refusal_ends_with_the_advice_of_the_command_at_hand(idx_dir, monkeypatch):
+    """The small written files stand in for the published MNIST test split (their hash recorded as
+    its): read as Fashion-MNIST they are refused, by default in the config's keys (the training
+    commands'), or in the words a caller gives (the evaluate command's flags)."""
+    split = idx.load_split(idx_dir, "test")
+    monkeypatch.setitem(idx.CANONICAL_SHA256, ("mnist", "test"), idx.content_sha256(split))
+    idx.check_canonical(split, "mnist", "test", idx_dir)  # the published files pass
+    with pytest.raises(DataError) as default:
+        idx.check_canonical(split, "fashion_mnist", "test", idx_dir, allow_unknown=True)
+    assert str(default.value) == (f"{idx_dir} holds mnist's test split, but config.data.name="
+                                  f"'fashion_mnist': set config.data.name='mnist' or point data.dir at "
+                                  f"fashion_mnist's files")
+    advice = idx.Advice(other="but --dataset={dataset}: give --dataset={other}",
+                        unknown="point --data_dir at {dataset}'s files")
+    with pytest.raises(DataError, match=r"holds mnist's test split, but --dataset=fashion_mnist: give "
+                                        r"--dataset=mnist$"):
+        idx.check_canonical(split, "fashion_mnist", "test", idx_dir, advice=advice)
+    with pytest.raises(DataError, match=r"not the published mnist \(its contents differ\); "
+                                        r"point --data_dir at mnist's files$"):
+        idx.check_canonical(idx.load_split(idx_dir, "train"), "mnist", "train", idx_dir, advice=advice)
+
+
+def test_has_split_finds_gzipped_and_raw_files(tmp_path):
+    assert idx.has_split(write_idx_dataset(str(tmp_path / "gz")), "test")
+    assert idx.has_split(write_idx_dataset(str(tmp_path / "raw"), compress=False), "test")
+    os.remove(tmp_path / "raw" / "t10k-labels-idx1-ubyte")
+    assert not idx.has_split(str(tmp_path / "raw"), "test")
+    assert not idx.has_split(str(tmp_path / "nowhere"), "test")

@@ -306,3 +306,21 @@ def test_one_class_loses_coverage_and_recall(mnist_test, test_set_against_itself
     assert one_class["precision"] > 0.9  # real images, just too few kinds of them
     assert one_class["score"] < 2
     assert one_class["fid"] > 100
+
+
+# --- The real data moved, offline, or another dataset's: errors in this command's flags ---------------
+
+
+def _published_mnist_test_split(idx_dir: str, monkeypatch) -> None:
+    """The session's small IDX files stand in for the published MNIST test split (its hash is theirs)."""
+    monkeypatch.setitem(idx.CANONICAL_SHA256, ("mnist", "test"),
+                        idx.content_sha256(idx.load_split(idx_dir, "test")))
+
+
+def test_samples_against_another_datasets_files_name_the_flags(idx_dir, tmp_path, monkeypatch):
+    _published_mnist_test_split(idx_dir, monkeypatch)
+    np.save(tmp_path / "samples.npy", _random_uint8(8, 0))
+    with pytest.raises(UserError) as info:
+        evaluate.evaluate(samples=str(tmp_path / "samples.npy"), dataset="fashion_mnist", data_dir=idx_dir)
+    assert str(info.value) == (f"{idx_dir} holds mnist's test split, but --dataset=fashion_mnist: give "
+                               f"--dataset=mnist or point --data_dir at fashion_mnist's files")

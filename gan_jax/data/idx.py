@@ -103,26 +103,46 @@ def content_sha256(split: Split) -> str:
     return digest.hexdigest()
 
 
+class Advice(NamedTuple):
+    """How `check_canonical`'s refusals end: what to change, in the settings of the command at hand."""
+
+    other: str  # the files are another known dataset's: "but ...: ..." ({dataset}, {other}: their names)
+    unknown: str  # the files are no known dataset's ({dataset}: the one asked for)
+
+
+# The training commands' (the config's keys); other commands phrase their own (gan_jax.evaluate).
+TRAINING_ADVICE = Advice(
+    other="but config.data.name={dataset!r}: set config.data.name={other!r} or point data.dir at "
+          "{dataset}'s files",
+    unknown="for your own IDX files set config.data.check_dataset=False")
+
+
 def check_canonical(split: Split, dataset: str, which: str, where: str,
-                    allow_unknown: bool = False) -> None:
+                    allow_unknown: bool = False, advice: Advice = TRAINING_ADVICE) -> None:
     """Refuses a split that is not the published `dataset`'s (`which` is "train" or "test"); with
-    `allow_unknown`, only one that is another known dataset's.
+    `allow_unknown`, only one that is another known dataset's. `advice` ends the message.
 
     Raises:
       DataError: naming the other dataset when the files are its, else saying they are no copy of
-        `dataset` (and how to train on one's own IDX files).
+        `dataset`.
     """
     digest = content_sha256(split)
     if digest == CANONICAL_SHA256.get((dataset, which)):
         return
     others = [name for (name, part), value in CANONICAL_SHA256.items() if value == digest]
     if others:
-        raise DataError(f"{where} holds {others[0]}'s {which} split, but config.data.name={dataset!r}: "
-                        f"set config.data.name={others[0]!r} or point data.dir at {dataset}'s files")
+        raise DataError(f"{where} holds {others[0]}'s {which} split, "
+                        + advice.other.format(dataset=dataset, other=others[0]))
     if allow_unknown:
         return
     raise DataError(f"{where}: the {which} split is not the published {dataset} (its contents differ); "
-                    f"for your own IDX files set config.data.check_dataset=False")
+                    + advice.unknown.format(dataset=dataset))
+
+
+def has_split(data_dir: str, split: str) -> bool:
+    """Whether `data_dir` holds the two IDX files of `split`, gzipped or raw (not read)."""
+    return all(any(os.path.isfile(os.path.join(data_dir, stem + suffix)) for suffix in (".gz", ""))
+               for stem in IDX_FILES[split])
 
 
 def load_split(data_dir: str, split: str) -> Split:

@@ -20,7 +20,7 @@ import numpy as np
 
 from gan_jax import evaluator as evaluator_lib
 from gan_jax import files
-from gan_jax.data import sources
+from gan_jax.data import idx, sources
 from gan_jax.errors import DataError, UserError
 from gan_jax.evaluation import quality, report
 from gan_jax.evaluation.images import MIN_IMAGES, as_images, as_labels
@@ -41,6 +41,17 @@ SCORE_SPLITS = 10
 METRIC_KEYS = ("fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy",
                "class_histogram", "d_acc")
 
+
+def load_real_test_split(data: ml_collections.ConfigDict, advice: idx.Advice,
+                         offline_hint: str) -> idx.Split:
+    """`sources.load_test_split` for the evaluate command: a refusal of another dataset's IDX files
+    ends with `advice`, a failed download with `offline_hint` (the command's flags)."""
+    if data.source != "idx" or data.name == "custom":
+        return sources.load_test_split(data, offline_hint)
+    split = idx.load_split(data.dir, "test")
+    idx.check_canonical(split, data.name, "test", data.dir, allow_unknown=not data.check_dataset,
+                        advice=advice)
+    return split
 
 
 def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: Reference, *,
