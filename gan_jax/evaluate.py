@@ -183,7 +183,9 @@ def _define_flags() -> None:
                         "shipped one (with --workdir: instead of the run's config.evaluator).")
     flags.DEFINE_string("data_dir", None, "With --samples: the data to score against (the folder of "
                         "the dataset's IDX files; default tensorflow-datasets, or the evaluator's "
-                        "data); with --workdir: where a run's data is now, if it moved.")
+                        "data); with --workdir: where a run's data is now, if it moved (for a run "
+                        "trained through tensorflow-datasets, also the folder of the dataset's IDX "
+                        "files).")
     flags.DEFINE_string("labels", None, "With --samples: a .npy of the class each image was "
                         "generated for (N,), integers: adds the conditional metrics.")
     flags.DEFINE_string("json", None, "Also write the metrics to this file, as one JSON object.")

@@ -311,10 +311,56 @@ def test_one_class_loses_coverage_and_recall(mnist_test, test_set_against_itself
 # --- The real data moved, offline, or another dataset's: errors in this command's flags ---------------
 
 
+def _run_with_data(workdir: str, folder, **data) -> str:
+    """A copy of the trained run, its config.json's `data` updated (where its data was, its source)."""
+    import shutil
+    copy = str(folder / "run")
+    shutil.copytree(workdir, copy)
+    with open(os.path.join(copy, "config.json")) as f:
+        config = json.load(f)
+    config["data"].update(data)
+    with open(os.path.join(copy, "config.json"), "w") as f:
+        json.dump(config, f)
+    return copy
+
+
 def _published_mnist_test_split(idx_dir: str, monkeypatch) -> None:
     """The session's small IDX files stand in for the published MNIST test split (its hash is theirs)."""
     monkeypatch.setitem(idx.CANONICAL_SHA256, ("mnist", "test"),
                         idx.content_sha256(idx.load_split(idx_dir, "test")))
+
+
+def test_a_run_whose_data_moved_names_data_dir_and_is_evaluated_with_it(workdir, evaluated, idx_dir,
+                                                                          tmp_path):
+    gone = str(tmp_path / "data_that_moved")
+    run = _run_with_data(workdir, tmp_path, dir=gone)
+    with pytest.raises(UserError) as info:
+        evaluate.evaluate(workdir=run, num_samples=NUM_SAMPLES)
+    assert str(info.value) == (f"the run's data {gone!r} does not exist any more; if it moved, give "
+                               f"--data_dir with its new place")
+    _, written = evaluate.evaluate(workdir=run, data_dir=idx_dir, num_samples=NUM_SAMPLES)
+    with open(written[0]) as f:  # the same evaluation as where the data was
+        assert json.load(f) == {"step": 6, "num_samples": NUM_SAMPLES, "seed": 0, **evaluated[1]}
+
+
+def test_a_tfds_run_offline_names_data_dir_and_reads_the_idx_files(workdir, evaluated, idx_dir, tmp_path,
+                                                                    monkeypatch):
+    from gan_jax.data import tfds_builders
+    monkeypatch.setattr(tfds_builders.GanJaxMnist, "BASE_URL", "https://nowhere.invalid/")
+    run = _run_with_data(workdir, tmp_path, source="tfds", dir=str(tmp_path / "tfds"))
+    with pytest.raises(UserError) as info:
+        evaluate.evaluate(workdir=run, num_samples=NUM_SAMPLES)
+    assert "cannot reach nowhere.invalid:443 to download mnist" in str(info.value)
+    assert str(info.value).endswith("; give --data_dir FOLDER: the dataset's IDX files, or the "
+                                    "tensorflow-datasets folder it was prepared in")
+    # IDX files: those the tfds builders decode (the published ones) are the run's data; others not.
+    with pytest.raises(UserError, match=r"the test split is not the published mnist \(its contents "
+                                         r"differ\); point --data_dir at mnist's published files"):
+        evaluate.evaluate(workdir=run, data_dir=idx_dir, num_samples=NUM_SAMPLES)
+    _published_mnist_test_split(idx_dir, monkeypatch)
+    _, written = evaluate.evaluate(workdir=run, data_dir=idx_dir, num_samples=NUM_SAMPLES)
+    with open(written[0]) as f:
+        assert json.load(f) == {"step": 6, "num_samples": NUM_SAMPLES, "seed": 0, **evaluated[1]}
 
 
 def test_samples_against_another_datasets_files_name_the_flags(idx_dir, tmp_path, monkeypatch):
@@ -324,3 +370,4 @@ def test_samples_against_another_datasets_files_name_the_flags(idx_dir, tmp_path
         evaluate.evaluate(samples=str(tmp_path / "samples.npy"), dataset="fashion_mnist", data_dir=idx_dir)
     assert str(info.value) == (f"{idx_dir} holds mnist's test split, but --dataset=fashion_mnist: give "
                                f"--dataset=mnist or point --data_dir at fashion_mnist's files")
+

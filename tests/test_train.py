@@ -135,6 +135,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(interrupted, idx_dir,
     assert [r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))] == [2]
 
 
+def test_a_relative_data_dir_is_recorded_absolute(idx_dir, tmp_path, monkeypatch):
+    """So that evaluate and sample find the run's data from any folder."""
+    monkeypatch.chdir(os.path.dirname(idx_dir))
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_config(os.path.basename(idx_dir), num_steps=1), workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["dir"] == idx_dir
+
+
 def test_a_finished_run_asked_for_fewer_steps_trains_nothing_and_says_so(reference, idx_dir, tmp_path,
                                                                           caplog, capsys):
     """Resumed with a smaller num_steps: the log and the command's last line say that nothing was

@@ -40,6 +40,14 @@ TRAINING_KID_SUBSETS = 10
 SCORE_SPLITS = 10
 METRIC_KEYS = ("fid", "kid", "kid_std", "score", "score_std", "precision", "recall", "coverage_entropy",
                "class_histogram", "d_acc")
+# What `evaluate --workdir` tells the user when a run's real data cannot be read: its --data_dir,
+# not the config keys a training command would take.
+RUN_DATA_ADVICE = idx.Advice(other="but the run trained on {dataset}: point --data_dir at {dataset}'s "
+                                   "files",
+                             unknown="point --data_dir at {dataset}'s published files, which the run "
+                                     "trained on")
+RUN_OFFLINE_HINT = ("give --data_dir FOLDER: the dataset's IDX files, or the tensorflow-datasets folder "
+                    "it was prepared in")
 
 
 def load_real_test_split(data: ml_collections.ConfigDict, advice: idx.Advice,
@@ -52,6 +60,22 @@ def load_real_test_split(data: ml_collections.ConfigDict, advice: idx.Advice,
     idx.check_canonical(split, data.name, "test", data.dir, allow_unknown=not data.check_dataset,
                         advice=advice)
     return split
+
+
+def _run_test_split(data: ml_collections.ConfigDict, data_dir: str | None) -> idx.Split:
+    """The real test split of a run whose config's data is `data` (reading from `data_dir`, when
+    given: `load_run` put it in data.dir).
+
+    A run trained through tensorflow-datasets may be given the published IDX files instead: its
+    builders decode those very files, so the arrays are the same, and offline they are what a user
+    has. A run whose data is gone (moved, or evaluated on another machine) is told about --data_dir.
+    """
+    if data.source == "tfds" and data_dir and idx.has_split(data.dir, "test"):
+        data = ml_collections.ConfigDict({**data.to_dict(), "source": "idx", "check_dataset": True})
+    elif data.source != "tfds" and not data_dir and not os.path.exists(data.dir):
+        raise DataError(f"the run's data {data.dir!r} does not exist any more; if it moved, give "
+                        f"--data_dir with its new place")
+    return load_real_test_split(data, RUN_DATA_ADVICE, RUN_OFFLINE_HINT)
 
 
 def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: Reference, *,
@@ -154,7 +178,8 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
       step: the checkpoint's step; None for the latest.
       seed: seeds the noise; the same seed draws the same images.
       use_ema: sample from the EMA generator when the run keeps one; False for the raw generator.
-      data_dir: where the run's data (its test split) is now, if it moved.
+      data_dir: where the run's data (its test split) is now, if it moved; for a run trained
+        through tensorflow-datasets also a folder of the dataset's published IDX files.
       evaluator_dir: the evaluator to score with, instead of the run's (`config.evaluator`, else the
         shipped one of its dataset).
 
@@ -177,7 +202,7 @@ def evaluate_checkpoint(workdir: str, num_samples: int = DEFAULT_NUM_SAMPLES, st
     fakes = inference.generate_images(run.spec.generator, run.generator_variables(use_ema),
                                       inference.latent_noise(seed, num_samples, config.latent_dim),
                                       labels)
-    test = sources.load_test_split(config.data)
+    test = _run_test_split(config.data, data_dir)
     logits = None
     if run.state.clusters is None:  # a self-conditioned D needs each test image's cluster: none
         test_labels = test.labels.astype(np.int32) if num_classes else None
