@@ -371,3 +371,23 @@ def test_samples_against_another_datasets_files_name_the_flags(idx_dir, tmp_path
     assert str(info.value) == (f"{idx_dir} holds mnist's test split, but --dataset=fashion_mnist: give "
                                f"--dataset=mnist or point --data_dir at fashion_mnist's files")
 
+
+@pytest.mark.slow
+def test_samples_offline_without_data_dir_suggest_it(tmp_path, python_env):
+    """The command with tensorflow-datasets unable to download (every request goes to a proxy that
+    does not answer, and tfds's folder is empty): one line that names --data_dir, nothing written."""
+    import socket
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {name: value for name, value in python_env.items() if name.lower() != "no_proxy"}
+    env.update(TFDS_DATA_DIR=str(tmp_path / "tfds"), HTTPS_PROXY=proxy, https_proxy=proxy,
+               HTTP_PROXY=proxy, http_proxy=proxy)
+    np.save(tmp_path / "samples.npy", _random_uint8(8, 0))
+    result = subprocess.run([PYTHON, "-m", "gan_jax.evaluate", "--samples", str(tmp_path / "samples.npy"),
+                             "--dataset=mnist"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    line = _one_error_line(result.stderr)
+    assert "to download mnist through tensorflow-datasets (no network?)" in line
+    assert line.endswith("; give --data_dir FOLDER, the folder of the dataset's IDX files")
+    assert sorted(os.listdir(tmp_path)) == ["samples.npy"]
