@@ -217,7 +217,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
     parallel = ParallelStep(layout, spec, [hyperparams(config)] * num_runs)
     host_states = [devices.to_host(create_train_state(spec, seed)) for seed in range(num_runs)]
     states = parallel.put_states(host_states)
-    orders = [steps.data_orders(jax.random.wrap_key_data(s.key), 0, len(images)) for s in host_states]
+    orders = [steps.data_orders(devices.wrap_key(s.key), 0, len(images)) for s in host_states]
     data = parallel.with_orders(parallel.put_data(images, _labels(config, images)), orders)
     start = time.perf_counter()
     step, _ = parallel.compile_ahead(1, states, data)

@@ -162,9 +162,9 @@ def parallel_step(config):
 
 def put_data(parallel, images, state, labels=None):
     """The TrainData of a run starting at epoch 0 with `state`'s key, laid out for `parallel`."""
-    from gan_jax.training import steps
+    from gan_jax.training import devices, steps
     key = state.key if jax.dtypes.issubdtype(state.key.dtype, jax.dtypes.prng_key) else \
-        jax.random.wrap_key_data(state.key)
+        devices.wrap_key(state.key)
     return parallel.with_orders(parallel.put_data(images, labels),
                                 [steps.data_orders(key, 0, len(images))])
 

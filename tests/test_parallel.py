@@ -99,6 +99,23 @@ def test_n_devices_train_what_one_device_trains(one_device_trajectory, idx_dir, 
         assert all(np.array_equal(s, shards[0]) for s in shards)
 
 
+
+def test_the_key_changes_form_in_devices_py_only(idx_dir):
+    """Host state <-> device state keeps the key bit for bit, and no other module of the package
+    wraps or unwraps it (one place to change the key's implementation)."""
+    import glob
+    state = create_train_state(parallel_step(tiny_config(idx_dir)).spec, seed=3)
+    host = devices.to_host(state)
+    assert host.key.dtype == np.uint32
+    np.testing.assert_array_equal(jax.random.key_data(devices.typed_key(host).key), host.key)
+    np.testing.assert_array_equal(jax.random.key_data(devices.wrap_key(host.key)),
+                                  jax.random.key_data(state.key))
+    package = os.path.join(REPO, "gan_jax")
+    elsewhere = [path for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True)
+                 if path != os.path.join(package, "training", "devices.py")
+                 and re.search(r"random\.(key_data|wrap_key_data)\b", open(path).read())]
+    assert elsewhere == []
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pmap", "shard_map"])
 def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):

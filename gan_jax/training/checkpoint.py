@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from gan_jax.errors import CheckpointError
 from gan_jax.log import logger
+from gan_jax.training import devices
 from gan_jax.training.state import TrainState
 
 DAMAGED_SUFFIX = ".damaged"
@@ -114,7 +115,7 @@ def _reason(error: BaseException) -> str:
 
 def abstract_host_state(abstract_state: TrainState) -> TrainState:
     """The host form's shapes and dtypes, from an abstract device state (typed key -> key data)."""
-    return abstract_state.replace(key=jax.eval_shape(jax.random.key_data, abstract_state.key))
+    return jax.eval_shape(devices.with_key_data, abstract_state)
 
 
 def has_checkpoints(directory: str) -> bool:

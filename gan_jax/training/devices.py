@@ -5,7 +5,8 @@
   options the train step compiles with (`compiler_options`).
 - The host form of the state (`HostState`: numpy leaves, the PRNG key as raw key data) is what
   checkpoints hold: one unreplicated copy, independent of how many devices trained it, so a run saved
-  on 4 devices resumes on 2 or 1. `to_host` and `typed_key` are the one place the key changes form.
+  on 4 devices resumes on 2 or 1. The key changes form here only (`wrap_key`, `with_key_data`, and
+  `to_host` / `typed_key` for whole states), so the key's implementation is chosen in one place.
 """
 
 from __future__ import annotations
@@ -49,14 +50,25 @@ def request_deterministic_xla(enabled: bool = True) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
 
 
+def wrap_key(key_data: Any) -> jax.Array:
+    """Raw key data (a host state's `key`) as the typed PRNG key the steps take."""
+    return jax.random.wrap_key_data(key_data)
+
+
+def with_key_data(state: Any) -> Any:
+    """A state (or stack of states) with its typed key as raw key data, its leaves left where they
+    are (on the devices, or abstract under `jax.eval_shape`)."""
+    return state.replace(key=jax.random.key_data(state.key))
+
+
 def to_host(state: TrainState) -> HostState:
     """A single-copy state (on a device, or already numpy) as numpy, its typed key as raw key data."""
-    return jax.device_get(state.replace(key=jax.random.key_data(state.key)))
+    return jax.device_get(with_key_data(state))
 
 
 def typed_key(state: Any) -> Any:
     """A placed host-form state (or stack of states) with its key data wrapped as typed keys again."""
-    return state.replace(key=jax.random.wrap_key_data(state.key))
+    return state.replace(key=wrap_key(state.key))
 
 
 def initialize_distributed(coordinator: str | None, num_processes: int | None,

@@ -144,7 +144,7 @@ class _EpochData:
                  host_states: list[HostState], steps_per_epoch: int):
         self._parallel, self._num_examples = parallel, len(images)
         self._data = parallel.put_data(images, labels)
-        self._train_keys = [jax.random.wrap_key_data(state.key) for state in host_states]
+        self._train_keys = [devices.wrap_key(state.key) for state in host_states]
         self._steps_per_epoch, self._epoch = steps_per_epoch, None
 
     def at(self, step: int):
@@ -164,7 +164,7 @@ def _recluster(spec: GANSpec, host_states: list[HostState], images: np.ndarray,
             reclustered.append(state)
             continue
         clusters = clusters_lib.recluster(spec.discriminator, state.discriminator.variables(),
-                                          state.clusters, images, jax.random.wrap_key_data(state.key),
+                                          state.clusters, images, devices.wrap_key(state.key),
                                           step)
         if not clusters_lib.is_empty(state.clusters):
             moved = float(np.mean(clusters.assignments != np.asarray(state.clusters.assignments)))

@@ -286,9 +286,9 @@ class ParallelStep:
         """One host state per run (every run's on every process): numpy leaves, the key as raw key
         data."""
         if self.layout.mode == "runs":
-            host = _gather(states.replace(key=jax.random.key_data(states.key)))
+            host = _gather(devices_lib.with_key_data(states))
             return devices_lib.unstack(host, self.layout.num_runs)
-        return [self._one_copy(states.replace(key=jax.random.key_data(states.key)))]
+        return [self._one_copy(devices_lib.with_key_data(states))]
 
     def put_data(self, images: np.ndarray, labels: np.ndarray | None) -> TrainData:
         """The training split (and its labels) on every participating device, once per run; the data
