@@ -19,8 +19,8 @@ PyTorch's `padding=1`).
     instead of a convolution over mostly padding.
   - anything else: a stride-1 convolution whose output features are the stride's phases, then a
     depth-to-space (`_upsample`), with a `jax.custom_vjp` because the weight gradient jax derives
-    (a convolution of the dilated input with the whole cotangent as the window) is ~30x slower on
-    CPU than the equivalent below.
+    (a convolution of the dilated input with the whole cotangent as the window) is far slower on
+    CPU than the equivalent below (docs/speed.md, "Why the code is as it is").
 It supports every stride, kernel size, "SAME"/"VALID" and explicit (even negative) padding that "xla"
 does, but only reverse-mode differentiation (grad/vjp): `jax.jvp`/`jacfwd` raise on its custom_vjp.
 With padding beyond K - 1 or below 0 its gradients stay right where XLA:CPU gets jax's own wrong
@@ -44,7 +44,8 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
-# Below this many output features `_upsample` keeps the dilated convolution (measured, see there).
+# Below this many output features `_upsample` keeps the dilated convolution, which is faster there
+# (docs/speed.md, "Why the code is as it is").
 _MIN_PHASE_FEATURES = 8
 
 
@@ -144,19 +145,18 @@ def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
 def _upsample(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Padding) -> jax.Array:
     """`_forward` (y[s*i + lo - k] += x[i] @ kernel[k]) as a stride-1 conv and a depth-to-space.
 
-    XLA:CPU runs a conv of the stride-dilated input (`lhs_dilation`) slowly (YNNPACK does not take
-    it): 3.3-3.5 ms at batch 64 and 13.5 ms at 256 for the generator's 7x7x128 -> 14x14x64 layer,
-    where this form takes 2.5-2.8 and 10.5-11.5 ms (2-core EPYC, with the step's XLA options and
-    CPU runtime tuning). Per dimension, write the kernel tap k = s*a + r (the kernel zero-padded to A*s
-    taps) and the output o = s*q + t - (s-1) + lo. Then y's phase t at block q is
+    XLA:CPU runs a conv of the stride-dilated input (`lhs_dilation`) more slowly than this form
+    (YNNPACK does not take it; figures in docs/speed.md, "Why the code is as it is"). Per dimension,
+    write the kernel tap k = s*a + r (the kernel zero-padded to A*s taps) and the output
+    o = s*q + t - (s-1) + lo. Then y's phase t at block q is
         Y[q, t] = sum_a x[q + a] @ kernel[s*a + s-1-t],   q in [-(A-1), L-1],
     an ordinary correlation of x (padded by A-1 on both sides) with an A x A kernel whose output
     features are (t_h, t_w, out). Interleaving the phases (depth-to-space) gives y shifted by
     s*A - 1 - lo, which a final pad/crop removes. Same multiply-adds as the dilated form, minus the
     multiplications by the dilation's zeros.
 
-    With few output features the dilated form is the faster one (the generator's last layer, 64 -> 1:
-    0.4 vs 0.65 ms at batch 64, 1.4 vs 3.8 ms at 256), so it is kept there.
+    With few output features (below `_MIN_PHASE_FEATURES`, e.g. the generator's last layer, 64 -> 1)
+    the dilated form is the faster one, so it is kept there.
     """
     if kernel.shape[-1] < _MIN_PHASE_FEATURES:
         return _forward(x, kernel, strides, pads)

@@ -124,7 +124,7 @@ class HostMetrics:
     time (the device is busy with that next call), so a NaN or infinite loss is seen within one call
     of the step that produced it, and only sums, never a backlog of device arrays, are held between
     log steps. Held device buffers pinned freed memory under the CPU runtime tuning: a process grew
-    by ~7 MB a step to 8 GB (README, Memory).
+    to 8 GB (docs/memory.md, "What once made a run reach 10 GB").
 
     Args (of the constructor):
       take: `take(device_metrics, first_step)`, called with each call's metrics in order.

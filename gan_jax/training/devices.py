@@ -25,7 +25,7 @@ from gan_jax.training.state import TrainState
 HostState = TrainState  # with numpy leaves and `key` as uint32 key data
 
 # XLA:CPU hands convolutions to YNNPACK by default. For this model's convolutions (and their
-# gradients) XLA's Eigen path is faster (measured: README, Speed). Dots and reductions stay with
+# gradients) XLA's Eigen path is faster (measured: docs/speed.md, Per layer). Dots and reductions stay with
 # YNNPACK. Per executable, not process-wide (XLA_FLAGS), so nothing else in the process changes. Only
 # the one-device step gets them: pmap takes no compiler options, and shard_map keeps XLA's defaults
 # so that the two multi-device modes stay bit-identical (several CPU devices in one process are for
