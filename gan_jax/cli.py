@@ -26,11 +26,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 def tune_cpu_runtime() -> dict[str, bool]:
     """Lets XLA:CPU reuse each call's temporary memory instead of faulting it in afresh every call.
 
-    XLA:CPU allocates a call's temporaries as one block (about 125 MB for a train step at batch 256).
-    glibc serves blocks that large with a fresh mmap and unmaps them on free, so every call faulted
-    all those pages in again: ~31,000 page faults per call at batch 256 on a 2-core EPYC, where a
-    step took 181 ms, and 162 ms with this (batch 64: 43 -> 36 ms). Two settings, both needed (each
-    alone measured no faster):
+    Why: glibc maps XLA:CPU's one block of a call's temporaries afresh and unmaps it on free, so
+    every call faulted its pages in again (figures: docs/speed.md, "The CPU runtime tuning, per
+    step"). Two settings, both needed (each alone measured no faster):
       - synchronous CPU dispatch, so that the call's memory is allocated on the calling thread, from
         glibc's main heap rather than a worker thread's arena (which cannot grow past 64 MiB and
         falls back to mmap);
