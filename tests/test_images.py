@@ -433,3 +433,45 @@ def test_an_evaluator_of_another_image_shape_is_refused(pets_run, tmp_path):
     with pytest.raises(DataError, match="the evaluator takes 28x28x1 images, but the images of .* are "
                                         "32x32x3"):
         evaluate(workdir=workdir, num_samples=16, evaluator=mnist_like)
+
+
+def test_the_flop_count_follows_the_image_shape():
+    from gan_jax.model import flops
+    config = folder_config("x", **{"data.image_size": 32, "data.channels": 3, "latent_dim": 100,
+                                   "model.g_width": 64, "model.d_width": 64})
+    g = [1 * 1 * 16 * 100 * 256,  # ConvT 100 -> 256, k4, on 1x1: 4x4
+         4 * 4 * 16 * 256 * 128,  # -> 8x8
+         8 * 8 * 16 * 128 * 64,  # -> 16x16
+         16 * 16 * 16 * 64 * 3]  # -> 32x32x3
+    d = [16 * 16 * 16 * 3 * 64,  # 32 -> 16
+         8 * 8 * 16 * 64 * 128,  # -> 8
+         4 * 4 * 16 * 128 * 256,  # -> 4
+         4 * 4 * 256]  # the dense layer
+    assert flops.network_macs(config) == {"generator": g, "discriminator": d}
+
+
+def test_training_logs_the_scores_of_ones_own_evaluator(pets, pets_evaluator, tmp_path):
+    from gan_jax.reporting.metrics_log import read_metrics
+    from gan_jax.train import train_and_evaluate
+    out, _ = pets_evaluator
+    config = folder_config(pets, **{"eval_every": 2, "evaluator": out})
+    train_and_evaluate(config, str(tmp_path / "run"))
+    evaluated = [r for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl")) if "eval_fid" in r]
+    assert [r["step"] for r in evaluated] == [2] and np.isfinite(evaluated[0]["eval_fid"])
+    # An evaluator of other images is refused before anything is written.
+    gray = folder_config(pets, **{"eval_every": 2, "evaluator": out, "data.channels": 1})
+    with pytest.raises(DataError, match="the evaluator takes 32x32x3 images, but the training images are "
+                                        "32x32x1"):
+        train_and_evaluate(gray, str(tmp_path / "gray"))
+    assert not os.path.exists(tmp_path / "gray")
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_devices_at_32_pixels(pets, tmp_path):
+    from gan_jax.sweep import run_sweep
+    config = folder_config(pets, **{"num_devices": 2})
+    states = run_sweep(config, str(tmp_path / "sweep"), seeds=[0, 1], vary={})
+    assert [int(s.step) for s in states] == [2, 2]
+    assert not trees_equal(states[0].generator.params, states[1].generator.params)
+    with open(tmp_path / "sweep" / "run_001" / "config.json") as f:
+        assert json.load(f)["data"]["image_size"] == 32
