@@ -26,12 +26,22 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 
-from helpers import REPO, write_idx_dataset
+from helpers import REPO, tiny_config, write_idx_dataset
 
 
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> str:
     return write_idx_dataset(str(tmp_path_factory.mktemp("idx_data")))
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory, idx_dir) -> str:
+    """A tiny run (6 steps, checkpoints at 4 and 6) keeping an EMA generator, trained once per
+    session for the tests that evaluate and sample it (tests/test_evaluate.py, tests/test_sample.py)."""
+    from gan_jax.train import train_and_evaluate
+    workdir = str(tmp_path_factory.mktemp("evaluated_run"))
+    train_and_evaluate(tiny_config(idx_dir, ema_decay=0.5), workdir)
+    return workdir
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""What the tests share: the real config shrunk for speed, small IDX datasets written on the spot,
-comparisons of training states, and TensorBoard files read back. The test modules import it; conftest.py
-holds only the environment and the fixtures.
+"""What the tests share: the real config shrunk for speed (in Python and as command-line flags), small
+IDX datasets written on the spot, comparisons of training states, TensorBoard files read back, and the
+check of a command's one-line error. The test modules import it (never each other); conftest.py holds
+only the environment and the fixtures.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def set_key(config, key: str, value) -> None:
         target[leaf] = value
 
 
+# Every quality tool at once (losses, penalties, spectral normalization, several D updates, the EMA,
+# DiffAugment, the learning-rate decay), as tiny_config overrides.
+ALL_TOOLS = {"loss": "wgan_gp", "gp_weight": 5.0, "r1_gamma": 1.0, "model.d_norm": "spectral",
+             "d_steps": 2, "ema_decay": 0.9, "ema_start": 2, "augment": "color,translation,cutout",
+             "lr_decay": "cosine"}
+
+
 def tiny_config(data_dir: str, **overrides):
     """experiments/mnist.py:tiny on small IDX data, with narrow networks so steps compile fast."""
     config = load_experiment("mnist", "tiny")
@@ -149,6 +157,26 @@ def tiny_config(data_dir: str, **overrides):
 
 
 PYTHON = sys.executable
+# tiny_config as command-line flags, for the tests that start the commands (the data flags: idx_args).
+TINY = ["--config", os.path.join(REPO, "experiments", "mnist.py:tiny"), "--config.batch_size=8",
+        "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
+        "--config.num_devices=1"]
+
+
+def idx_args(data_dir):
+    return ["--config.data.source=idx", f"--config.data.dir={data_dir}",
+            "--config.data.check_dataset=False"]
+
+
+def assert_one_line_error(stderr: str, message: str) -> str:
+    """The command's error is one line, `error: ...` holding `message`, and the last thing it printed;
+    any lines before it are log lines (no traceback, no second error line). Returns the line."""
+    lines = stderr.strip().splitlines()
+    assert lines, "nothing on stderr"
+    assert lines[-1].startswith("error: ") and message in lines[-1], stderr
+    assert "Traceback" not in stderr, stderr
+    assert not any(line.startswith("error") for line in lines[:-1]), stderr
+    return lines[-1]
 
 
 def parallel_step(config):

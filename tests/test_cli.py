@@ -10,25 +10,9 @@ import time
 import pytest
 from PIL import Image
 
-from helpers import MNIST_DIR_VAR, PYTHON, REPO, write_idx_dataset
+from helpers import MNIST_DIR_VAR, PYTHON, REPO, TINY, assert_one_line_error, idx_args, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # every test here starts the commands as subprocesses
-
-TINY = ["--config", os.path.join(REPO, "experiments", "mnist.py:tiny"), "--config.batch_size=8",
-        "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
-        "--config.num_devices=1"]
-
-
-def assert_one_line_error(stderr: str, message: str) -> str:
-    """The command's error is one line, `error: ...` holding `message`, and the last thing it printed;
-    any lines before it are log lines (no traceback, no second error line). Returns the line."""
-    lines = stderr.strip().splitlines()
-    assert lines, "nothing on stderr"
-    assert lines[-1].startswith("error: ") and message in lines[-1], stderr
-    assert "Traceback" not in stderr, stderr
-    assert not any(line.startswith("error") for line in lines[:-1]), stderr
-    return lines[-1]
-
 
 def run_cli(args, env, timeout=300):
     return subprocess.run([PYTHON, "-m", "gan_jax.train", *args], env=env, capture_output=True,
@@ -38,11 +22,6 @@ def run_cli(args, env, timeout=300):
 @pytest.fixture(scope="module")
 def cli_data(tmp_path_factory):
     return write_idx_dataset(str(tmp_path_factory.mktemp("cli_data")))
-
-
-def idx_args(data_dir):
-    return ["--config.data.source=idx", f"--config.data.dir={data_dir}",
-            "--config.data.check_dataset=False"]
 
 
 def test_cli_run_writes_every_artifact(cli_data, tmp_path, python_env):

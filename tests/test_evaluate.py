@@ -1,10 +1,10 @@
 """Tests of `gan_jax.evaluate` and `gan_jax.evaluation.scoring`: checkpoint evaluation, scoring any
 images, the reference cache, the CLI.
 
-One tiny run is trained once per session (`trained_workdir`, shared with tests/test_sample.py). Its
-metrics are computed with the shipped MNIST evaluator against the run's synthetic 16-image test split:
-meaningless numbers, but every mechanism runs. Tests that need real MNIST read it from
-GAN_JAX_MNIST_DIR and skip without it.
+One tiny run is trained once per session (conftest's `trained_workdir`, shared with
+tests/test_sample.py). Its metrics are computed with the shipped MNIST evaluator against the run's
+synthetic 16-image test split: meaningless numbers, but every mechanism runs. Tests that need real
+MNIST read it from GAN_JAX_MNIST_DIR and skip without it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import MNIST_DIR_VAR, PYTHON, tiny_config
+from helpers import MNIST_DIR_VAR, PYTHON
 from gan_jax import evaluate
 from gan_jax.data import batches, idx, sources
 from gan_jax.errors import DataError, UserError
@@ -28,23 +28,11 @@ from gan_jax.model import inference
 from gan_jax.reporting import pictures
 
 NUM_SAMPLES = 64  # enough for every metric (precision/recall need 4, the score's 10 splits need 10)
-_TRAINED: dict[str, str] = {}
-
-
-def trained_workdir(tmp_path_factory, idx_dir: str) -> str:
-    """A tiny run (6 steps, checkpoints at 4 and 6) keeping an EMA generator, trained once per
-    session for all tests using it."""
-    if "workdir" not in _TRAINED:
-        from gan_jax.train import train_and_evaluate
-        workdir = str(tmp_path_factory.mktemp("evaluated_run"))
-        train_and_evaluate(tiny_config(idx_dir, ema_decay=0.5), workdir)
-        _TRAINED["workdir"] = workdir
-    return _TRAINED["workdir"]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, idx_dir) -> str:
-    return trained_workdir(tmp_path_factory, idx_dir)
+def workdir(trained_workdir) -> str:
+    return trained_workdir
 
 
 @pytest.fixture(scope="module")

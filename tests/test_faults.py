@@ -19,8 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import PYTHON, REPO, read_tensorboard, write_idx_dataset
-from test_cli import TINY, assert_one_line_error, idx_args
+from helpers import PYTHON, REPO, TINY, assert_one_line_error, idx_args, read_tensorboard, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # every test here starts the commands as subprocesses
 

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import PYTHON, REPO, TOLERANCE, assert_same_training, parallel_step, put_data, tiny_config
+from helpers import (ALL_TOOLS, PYTHON, REPO, TOLERANCE, assert_one_line_error, assert_same_training,
+                     parallel_step, put_data, tiny_config)
 from gan_jax import train
 from gan_jax.data import idx
 from gan_jax.errors import ConfigError
@@ -121,7 +122,6 @@ def test_the_key_changes_form_in_devices_py_only(idx_dir):
 def test_every_quality_tool_trains_alike_on_4_devices(idx_dir, images, mode):
     """Losses, penalties, spectral normalization, several D updates and the EMA: each of the first
     steps on 4 devices, from the one-device state before it, gives the one-device result."""
-    from test_train import ALL_TOOLS
     config = tiny_config(idx_dir, batch_size=BATCH, **ALL_TOOLS)
     one = parallel_step(config)
     four = parallel_step(tiny_config(idx_dir, batch_size=BATCH, num_devices=4, parallel=mode, **ALL_TOOLS))
@@ -373,7 +373,6 @@ def test_a_sweep_over_two_processes_trains_what_one_process_trains(idx_dir, tmp_
 @pytest.mark.slow
 def test_a_sweep_whose_runs_do_not_spread_over_the_processes_is_one_line(idx_dir, tmp_path,
                                                                          two_device_env):
-    from test_cli import assert_one_line_error
     port = _free_port()
     processes = [_launch(i, port, tmp_path / "odd", idx_dir, ["--seeds=0,1,2"], two_device_env,
                          module="gan_jax.sweep") for i in range(2)]

@@ -1,6 +1,7 @@
 """Tests of `python -m gan_jax.sample`: grid PNG, .npy, latent interpolation, determinism, errors.
 
-Samples come from the tiny run of tests/test_evaluate.py, trained once per session.
+Samples come from the tiny run tests/test_evaluate.py evaluates (conftest's `trained_workdir`), trained
+once per session.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from gan_jax.evaluation import sampling
 from gan_jax.evaluation.restored import load_run
 from gan_jax.model import inference
 from gan_jax.reporting import pictures
-from test_evaluate import trained_workdir
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, idx_dir) -> str:
-    return trained_workdir(tmp_path_factory, idx_dir)
+def workdir(trained_workdir) -> str:
+    return trained_workdir
 
 
 @pytest.mark.parametrize("num, shape", [(1, (1, 1)), (10, (3, 4)), (64, (8, 8)), (65, (8, 9))])

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import (PYTHON, REPO, TOLERANCE, assert_same_training, interrupt_after, tiny_config,
-                     trees_equal)
+from helpers import (PYTHON, REPO, TOLERANCE, assert_one_line_error, assert_same_training,
+                     interrupt_after, tiny_config, trees_equal)
 from gan_jax import evaluate, sample, sweep, train
 from gan_jax.errors import ConfigError
 from gan_jax.evaluation.restored import load_run
@@ -205,7 +205,6 @@ def test_runs_spread_over_four_devices_train_what_one_device_trains(idx_dir, tmp
 
 @pytest.mark.slow
 def test_cli_refuses_a_structural_key_in_one_line(tmp_path, python_env, idx_dir):
-    from test_cli import assert_one_line_error
     result = subprocess.run(
         [PYTHON, "-m", "gan_jax.sweep", "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
          "--config.data.source=idx", f"--config.data.dir={idx_dir}", "--config.data.check_dataset=False",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from PIL import Image
-from helpers import before_each_call, interrupt_after, read_tensorboard, tiny_config, trees_equal
+from helpers import ALL_TOOLS, before_each_call, interrupt_after, read_tensorboard, tiny_config, trees_equal
 from gan_jax import cli, train
 from gan_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserError
 from gan_jax.model import losses
@@ -284,11 +284,6 @@ def test_a_log_record_is_the_mean_of_the_steps_since_the_previous_one(reference,
 
 
 # Every quality tool of the config at once: the guarantees of the tutorial's setup hold for them too.
-ALL_TOOLS = {"loss": "wgan_gp", "gp_weight": 5.0, "r1_gamma": 1.0, "model.d_norm": "spectral",
-             "d_steps": 2, "ema_decay": 0.9, "ema_start": 2, "augment": "color,translation,cutout",
-             "lr_decay": "cosine"}
-
-
 @pytest.fixture(scope="module")
 def all_tools_reference(idx_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("all_tools"))
