@@ -64,7 +64,7 @@ def is_empty(clusters: Clusters) -> bool:
     return int(np.asarray(clusters.counts).sum()) == 0
 
 
-def due(clusters: Clusters | None, step: int, every: int) -> bool:
+def reclustering_due(clusters: Clusters | None, step: int, every: int) -> bool:
     """Whether the loop reclusters before the step after `step`: every `every` steps, and first."""
     return clusters is not None and (step % every == 0 or is_empty(clusters))
 

@@ -34,7 +34,7 @@ def check_resume(runs: list[Run], sweep_dir: str | None) -> list[dict]:
     for run in runs:
         trained = checkpoint_lib.has_checkpoints(os.path.join(run.workdir, "checkpoints"))
         previous = workdir_lib.read_config(run.workdir) if trained else None
-        changes.append(workdir_lib.check_resume(previous, run.config) if previous is not None else {})
+        changes.append(workdir_lib.check_same_run(previous, run.config) if previous is not None else {})
     return changes
 
 

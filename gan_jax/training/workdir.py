@@ -5,10 +5,11 @@
   advisory `flock` on `workdir/lock`, which the kernel releases however the holder ends (exit, crash,
   kill -9), so a lock is never stale; the file names the holder (pid, host) for the error message.
   Only process 0 of a distributed run takes it; `evaluate` and `sample` only read and take none.
-- `record_config` compares the config a run resumes with against the one it was trained with: what
-  defines the run (RUN_DEFINING in `gan_jax.config`) must not change; anything else may, and is
-  reported key by key. config.json holds the config in force; config_history.jsonl one line per start.
-  Paths in the config (data.dir) are recorded absolute, so the run's folder works from anywhere.
+- `check_same_run` compares the config a run resumes with against the one it was trained with: what
+  defines the run (the keys declared `defines_run` in `gan_jax.config`) must not change; anything else
+  may, and `record_config` reports it key by key. config.json holds the config in force;
+  config_history.jsonl one line per start. Paths in the config (data.dir) are recorded absolute, so
+  the run's folder works from anywhere.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def config_changes(previous: ml_collections.ConfigDict,
             if old.get(key) != new.get(key)}
 
 
-def check_resume(previous: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> dict:
-    """The changes a resume with `current` makes to a run started with `previous`.
+def check_same_run(previous: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> dict:
+    """The changes a resume with `current` makes to a run started with `previous`, which must leave
+    the run the same one.
 
     Raises:
       ConfigError: a key that defines the run changed; the message names each such key.
