@@ -48,13 +48,13 @@ from absl import flags
 
 from gan_jax import cli, files
 from gan_jax.config import KNOWN_DATASETS
-from gan_jax.data import idx
+from gan_jax.data import idx, sources
 from gan_jax.errors import UserError
 from gan_jax.evaluation import report
 from gan_jax.evaluation.images import load_images, load_labels
 from gan_jax.evaluation.reference import load_evaluator
 from gan_jax.evaluation.scoring import (DEFAULT_NUM_SAMPLES, evaluate_checkpoint, evaluate_samples,
-                                        evaluate_sweep, load_real_test_split)
+                                        evaluate_sweep)
 from gan_jax.training.runs import read_sweep
 
 # How a refusal of --data_dir's files ends, in this command's flags (the IDX reader's default names
@@ -97,9 +97,9 @@ def evaluate(*, workdir: str | None = None, samples: str | None = None, dataset:
     scorer = load_evaluator(dataset or "", evaluator or "")
     images = load_images(samples, scorer.image_shape)
     sample_labels = load_labels(labels) if labels else None
-    test = load_real_test_split(_real_data(scorer, dataset, data_dir), SAMPLES_DATA_ADVICE,
-                                offline_hint="give --data_dir FOLDER, the folder of the dataset's IDX "
-                                             "files")
+    test = sources.load_test_split(_real_data(scorer, dataset, data_dir),
+                                   offline_hint="give --data_dir FOLDER, the folder of the dataset's IDX "
+                                                "files", advice=SAMPLES_DATA_ADVICE)
     result = evaluate_samples(images, scorer.dataset, test.images, labels=sample_labels,
                               real_test_labels=test.labels if labels else None,
                               evaluator_dir=evaluator or "")

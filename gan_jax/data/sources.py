@@ -12,11 +12,13 @@ from gan_jax.data import idx, images
 from gan_jax.errors import DataError
 
 
-def load_split(data_config, split: str = "train", offline_hint: str | None = None) -> idx.Split | None:
+def load_split(data_config, split: str = "train", offline_hint: str | None = None,
+               advice: idx.Advice = idx.TRAINING_ADVICE) -> idx.Split | None:
     """Loads `split` ("train" or "test") of the dataset that `data_config` (the config's `data`) names.
 
-    `offline_hint` is what a failed download tells the user to do instead (tfds; the default fits
-    commands that read the config's data). A folder or npz without a test split gives None for it.
+    `offline_hint` is what a failed download tells the user to do instead (tfds), `advice` what a
+    refusal of another dataset's IDX files does (idx); the defaults fit commands that read the
+    config's data. A folder or npz without a test split gives None for it.
     """
     source = data_config.source
     if source in ("idx", "folder", "npz") and not data_config.dir:
@@ -26,7 +28,7 @@ def load_split(data_config, split: str = "train", offline_hint: str | None = Non
         # Files of the other dataset are a mistake either way; unknown ones only when asked to check.
         if data_config.name != "custom":
             idx.check_canonical(loaded, data_config.name, split, data_config.dir,
-                                allow_unknown=not data_config.check_dataset)
+                                allow_unknown=not data_config.check_dataset, advice=advice)
         return loaded
     if source == "folder":
         return images.load_folder_split(data_config.dir, split, data_config.channels,
@@ -41,11 +43,12 @@ def load_split(data_config, split: str = "train", offline_hint: str | None = Non
     return tfds_builders.load(data_config.name, split, data_dir=data_config.dir or None, **hint)
 
 
-def load_test_split(data_config, offline_hint: str | None = None) -> idx.Split:
+def load_test_split(data_config, offline_hint: str | None = None,
+                    advice: idx.Advice = idx.TRAINING_ADVICE) -> idx.Split:
     """The split evaluations compare with: the test split, or, for a folder or npz without one, the
     training split itself (as FID is often measured against the training images)."""
-    return (load_split(data_config, "test", offline_hint) or
-            load_split(data_config, "train", offline_hint))
+    return (load_split(data_config, "test", offline_hint, advice) or
+            load_split(data_config, "train", offline_hint, advice))
 
 
 def check_images(split: idx.Split, sizes: tuple[int, ...], where: str) -> None:

@@ -50,18 +50,6 @@ RUN_OFFLINE_HINT = ("give --data_dir FOLDER: the dataset's IDX files, or the ten
                     "it was prepared in")
 
 
-def load_real_test_split(data: ml_collections.ConfigDict, advice: idx.Advice,
-                         offline_hint: str) -> idx.Split:
-    """`sources.load_test_split` for the evaluate command: a refusal of another dataset's IDX files
-    ends with `advice`, a failed download with `offline_hint` (the command's flags)."""
-    if data.source != "idx" or data.name == "custom":
-        return sources.load_test_split(data, offline_hint)
-    split = idx.load_split(data.dir, "test")
-    idx.check_canonical(split, data.name, "test", data.dir, allow_unknown=not data.check_dataset,
-                        advice=advice)
-    return split
-
-
 def _run_test_split(data: ml_collections.ConfigDict, data_dir: str | None) -> idx.Split:
     """The real test split of a run whose config's data is `data` (reading from `data_dir`, when
     given: `load_run` put it in data.dir).
@@ -75,7 +63,7 @@ def _run_test_split(data: ml_collections.ConfigDict, data_dir: str | None) -> id
     elif data.source != "tfds" and not data_dir and not os.path.exists(data.dir):
         raise DataError(f"the run's data {data.dir!r} does not exist any more; if it moved, give "
                         f"--data_dir with its new place")
-    return load_real_test_split(data, RUN_DATA_ADVICE, RUN_OFFLINE_HINT)
+    return sources.load_test_split(data, RUN_OFFLINE_HINT, RUN_DATA_ADVICE)
 
 
 def _score(evaluator: evaluator_lib.Evaluator, samples: np.ndarray, reference: Reference, *,
