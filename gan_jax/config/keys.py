@@ -204,7 +204,7 @@ KEYS: tuple[Key, ...] = (
         allowed=">= 0 (0: off)", check=_non_negative),
     Key("steps_per_call", 1, "training steps per compiled call (cadences must be multiples of it)",
         **_POSITIVE),
-    Key("parallel", "pmap", "how several devices share a run: `jit` (the step for the global batch, "
+    Key("parallel", "jit", "how several devices share a run: `jit` (the step for the global batch, "
         "sharded), `pmap` or `shard_map` (the per-device step)", **_one_of(PARALLEL_MODES)),
     Key("num_devices", 0, "devices to use of each process (0: all)", allowed=">= 0 (0: every local "
         "device)", check=_non_negative),
