@@ -50,3 +50,9 @@ def python_env():
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture
+def two_device_env(python_env):
+    """Each process of a two-process run gets 2 fake CPU devices (4 in all)."""
+    return dict(python_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -168,6 +168,32 @@ def idx_args(data_dir):
             "--config.data.check_dataset=False"]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on, for a two-process run's coordinator."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_process(module: str, process_id: int, port: int, workdir, data_dir: str, extra: list[str],
+                   env: dict, stdout=None):
+    """One process of a two-process run of the tiny model (`python -m module`), 2 devices each,
+    coordinated on 127.0.0.1:port; its output to `stdout` (a file, or None for pipes)."""
+    import subprocess
+    args = [PYTHON, "-m", module, "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
+            *idx_args(data_dir), "--config.batch_size=16", "--config.latent_dim=16",
+            "--config.model.g_width=8", "--config.model.d_width=8", "--config.num_devices=2", *extra,
+            f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}",
+            f"--coordinator_bind_address=127.0.0.1:{port}", "--num_processes=2",
+            f"--process_id={process_id}", "--distributed_timeout=15"]
+    if stdout is None:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+    return subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
 def assert_one_line_error(stderr: str, message: str) -> str:
     """The command's error is one line, `error: ...` holding `message`, and the last thing it printed;
     any lines before it are log lines (no traceback, no second error line). Returns the line."""

@@ -9,16 +9,14 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from helpers import (ALL_TOOLS, PYTHON, REPO, TOLERANCE, assert_one_line_error, assert_same_training,
-                     parallel_step, put_data, tiny_config)
+from helpers import (ALL_TOOLS, REPO, TOLERANCE, assert_one_line_error, assert_same_training, free_port,
+                     launch_process, parallel_step, put_data, tiny_config)
 from gan_jax import train
 from gan_jax.data import idx
 from gan_jax.errors import ConfigError
@@ -230,35 +228,16 @@ def test_resume_on_fewer_or_more_devices_than_saved_on(idx_dir, tmp_path):
         assert_same_training(resumed, uninterrupted, gauge_atol=2 * 2e-4 * NUM_STEPS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(process_id, port, workdir, data_dir, extra, env, module="gan_jax.train"):
-    args = [PYTHON, "-m", module, "--config", os.path.join(REPO, "experiments", "mnist.py:tiny"),
-            "--config.data.source=idx", f"--config.data.dir={data_dir}", "--config.data.check_dataset=False",
-            f"--config.batch_size={BATCH}",
-            "--config.latent_dim=16", "--config.model.g_width=8", "--config.model.d_width=8",
-            "--config.num_devices=2", f"--config.num_steps={NUM_STEPS}", "--config.log_every=5",
-            "--config.sample_every=10", "--config.checkpoint_every=10", f"--workdir={workdir}",
-            f"--coordinator=127.0.0.1:{port}", f"--coordinator_bind_address=127.0.0.1:{port}",
-            "--num_processes=2", f"--process_id={process_id}", "--distributed_timeout=15", *extra]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def two_device_env(python_env):
-    """Each process of a two-process run gets 2 fake CPU devices (4 in all)."""
-    return dict(python_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    steps = [f"--config.num_steps={NUM_STEPS}", "--config.log_every=5", "--config.sample_every=10",
+             "--config.checkpoint_every=10"]
+    return launch_process(module, process_id, port, workdir, data_dir, [*steps, *extra], env)
 
 
 @pytest.mark.slow
 def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, tmp_path,
                                                                         two_device_env):
-    workdir, port = tmp_path / "two_processes", _free_port()
+    workdir, port = tmp_path / "two_processes", free_port()
     processes = [_launch(i, port, workdir, idx_dir, [], two_device_env) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for process, (_, stderr) in zip(processes, outputs):
@@ -279,7 +258,7 @@ def test_two_processes_train_what_one_process_with_four_devices_trains(idx_dir, 
 
 @pytest.mark.slow
 def test_a_dead_peer_ends_the_other_process_in_bounded_time(idx_dir, tmp_path, two_device_env):
-    workdir, port = tmp_path / "dies", _free_port()
+    workdir, port = tmp_path / "dies", free_port()
     long_run = ["--config.num_steps=1000000", "--config.checkpoint_every=1000000"]
     processes = [_launch(i, port, workdir, idx_dir, long_run, two_device_env) for i in range(2)]
     metrics = workdir / "metrics.jsonl"
@@ -349,7 +328,7 @@ def test_a_sweep_over_two_processes_trains_what_one_process_trains(idx_dir, tmp_
     """4 runs over 2 processes x 2 devices: every run's folder, written by process 0, holds what a
     one-process sweep on 4 devices writes (steps 1-2 within float rounding)."""
     from gan_jax import sweep
-    workdir, port = tmp_path / "two_processes", _free_port()
+    workdir, port = tmp_path / "two_processes", free_port()
     short = ["--seeds=0,1,2,3", "--config.num_steps=2", "--config.log_every=1"]
     processes = [_launch(i, port, workdir, idx_dir, short, two_device_env, module="gan_jax.sweep")
                  for i in range(2)]
@@ -373,7 +352,7 @@ def test_a_sweep_over_two_processes_trains_what_one_process_trains(idx_dir, tmp_
 @pytest.mark.slow
 def test_a_sweep_whose_runs_do_not_spread_over_the_processes_is_one_line(idx_dir, tmp_path,
                                                                          two_device_env):
-    port = _free_port()
+    port = free_port()
     processes = [_launch(i, port, tmp_path / "odd", idx_dir, ["--seeds=0,1,2"], two_device_env,
                          module="gan_jax.sweep") for i in range(2)]
     for process in processes:

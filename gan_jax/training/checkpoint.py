@@ -153,12 +153,22 @@ def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 class Checkpointer:
     """The run's checkpoint folder: a thin layer over `ocp.CheckpointManager` for the host state."""
 
-    def __init__(self, directory: str, keep: int):
+    def __init__(self, directory: str, keep: int, barrier_prefix: str | None = None):
+        """Opens (creating) the checkpoint folder `directory`, keeping its `keep` newest checkpoints.
+
+        `barrier_prefix` names this folder's cross-process barriers: with several processes, orbax
+        names a save's barriers after its step alone, so the checkpointers of a sweep's runs, saving
+        the same step, would meet in one barrier and hang ("Barrier ... is already ongoing"). It must
+        be the same in every process (the run's index, not its path: hosts may mount the workdir at
+        different paths).
+        """
         # Orbax needs absolute paths.
         self.directory = os.path.abspath(directory)
+        processes = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=barrier_prefix)
         try:
             self._manager = self._listing_again_if_rotated(lambda: ocp.CheckpointManager(
-                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+                self.directory, options=ocp.CheckpointManagerOptions(
+                    max_to_keep=keep, create=True, multiprocessing_options=processes),
                 # Registered up front so a fresh manager can read metadata before any save/restore.
                 item_handlers=ocp.StandardCheckpointHandler()))
         except OSError as e:

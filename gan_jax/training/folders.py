@@ -50,10 +50,11 @@ class RunFolders:
             if sweep_dir is not None:
                 self._lock(workdir_lib.prepare(sweep_dir, folders=()))
             self.dirs = [workdir_lib.prepare(run.workdir) for run in runs]
-            for directory, run in zip(self.dirs, runs):
+            for index, (directory, run) in enumerate(zip(self.dirs, runs)):
                 self._lock(directory)
                 self.checkpointers.append(Checkpointer(os.path.join(directory, "checkpoints"),
-                                                       run.config.keep_checkpoints))
+                                                       run.config.keep_checkpoints,
+                                                       barrier_prefix=f"run_{index}"))
         except BaseException:
             self.close()
             raise
