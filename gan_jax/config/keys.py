@@ -45,7 +45,7 @@ class Key:
       allowed: what values pass, in words; `check` tests them.
       check: value -> bool.
       defines_run: resuming with another value would continue as neither the old run nor a new one,
-        so `gan_jax.training.workdir.check_resume` refuses it. Every other key (learning rates,
+        so `gan_jax.training.workdir.check_same_run` refuses it. Every other key (learning rates,
         weights, cadences, lengths, devices, where the data is read from) may change between starts.
       sweepable: a number the train step reads without its program changing, so one sweep's runs may
         differ in it (`--vary`).

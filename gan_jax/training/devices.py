@@ -26,10 +26,10 @@ HostState = TrainState  # with numpy leaves and `key` as uint32 key data
 
 # XLA:CPU hands convolutions to YNNPACK by default. For this model's convolutions (and their
 # gradients) XLA's Eigen path is faster (measured: docs/speed.md, Per layer). Dots and reductions stay with
-# YNNPACK. Per executable, not process-wide (XLA_FLAGS), so nothing else in the process changes. Only
-# the one-device step gets them: pmap takes no compiler options, and shard_map keeps XLA's defaults
-# so that the two multi-device modes stay bit-identical (several CPU devices in one process are for
-# testing).
+# YNNPACK. Per executable, not process-wide (XLA_FLAGS), so nothing else in the process changes. The
+# jitted steps get them (one device, "jit" over several, a sweep's runs); pmap takes no compiler
+# options, and shard_map keeps XLA's defaults so that those two per-device modes stay bit-identical
+# (several CPU devices in one process are for testing).
 _CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type":
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
@@ -97,7 +97,7 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None,
 
 @functools.cache
 def compiler_options() -> dict[str, str]:
-    """XLA options the one-device train step is compiled with on this backend.
+    """XLA options the jitted train steps are compiled with on this backend.
 
     Empty off CPU, and where this XLA does not know the options (they are experimental flags and may
     be renamed): the step then compiles with XLA's defaults instead of failing.

@@ -3,13 +3,13 @@
 `Layout.for_config` decides, before anything is built, how the runs use the devices:
 
 - one run, one device in total: `jax.jit`, state donated;
-- one run, several devices (`config.parallel`): `jax.pmap` (default) or `jax.shard_map` under
+- one run, several devices, `config.parallel` "pmap" or "shard_map": `jax.pmap` or `jax.shard_map` under
   `jax.jit`, over the same per-device `steps.train_step` with a named axis. Each device takes its
   contiguous slice of the very global batch a one-device run would use; gradients, metrics and
   BatchNorm statistics are averaged over the axis, so N devices train the model one device would, up
   to float rounding. With several processes (`jax.distributed`) each drives its local devices and the
   axis spans every device of every process;
-- one run, several devices, `config.parallel="jit"`: one `jax.jit` of the step written for the global
+- one run, several devices, `config.parallel="jit"` (the default): one `jax.jit` of the step written for the global
   batch; state and data replicated, the batch laid out over the devices (`NamedSharding`), and XLA
   inserts the reductions (BatchNorm over the global batch, the gradients' means);
 - several runs (a sweep): every run with its own state, data order and hyperparameters in one
