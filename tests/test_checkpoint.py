@@ -88,10 +88,12 @@ def test_a_run_written_by_version_0_1_0_still_restores_and_resumes(idx_dir, tmp_
     assert run.state.generator_ema is None and run.generator_name() == "raw"
     images = generate_images(run.spec.generator, run.generator_variables(), np.zeros((2, 16), np.float32))
     assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
-    # The run's config is today's tiny config with the new keys at their defaults (it trained 4 steps).
+    # The run's config is today's tiny config with the new keys at their defaults (it trained 4 steps),
+    # and the mode of several devices that was the default then (now "jit").
     config = tiny_config(idx_dir)
     differing = {k for k, v in config.items() if run.config[k] != v}
-    assert differing == {"data", "num_steps"} and run.config.num_steps == 4
+    assert differing == {"data", "num_steps", "parallel"} and run.config.num_steps == 4
+    assert run.config.parallel == "pmap"
     state = train.train_and_evaluate(config, workdir)
     assert int(state.step) == 6
 
@@ -121,7 +123,8 @@ def test_a_run_written_before_the_content_hashes_still_restores_and_resumes(idx_
     # The run's config is today's tiny config, narrower, with the new keys at their defaults.
     config = tiny_config(idx_dir, latent_dim=8, **{"model.g_width": 4, "model.d_width": 4})
     differing = {k for k, v in config.items() if run.config[k] != v}
-    assert differing == {"data", "num_steps"} and run.config.num_steps == 4
+    assert differing == {"data", "num_steps", "parallel"} and run.config.num_steps == 4
+    assert run.config.parallel == "pmap"  # the default then
     state = train.train_and_evaluate(config, workdir)
     assert int(state.step) == 6
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
