@@ -5,6 +5,7 @@ the same on 4 devices as on 1, in a sweep, and blind to the data's labels."""
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -60,6 +61,23 @@ def test_recluster_is_a_function_of_d_the_key_and_the_step(clustered_data):
     # Reclustering with the same D from its own clusters keeps them: the means are its centres.
     kept = clusters.recluster(spec.discriminator, d, first, images, state.key, 2)
     assert np.mean(kept.assignments == first.assignments) > 0.9
+
+
+def test_the_reclustering_schedule_doubles_from_first_every_up_to_every():
+    schedule = lambda every, first=0: [s for s in range(12000) if clusters.is_reclustering_step(s, every, first)]  # noqa: E731
+    assert schedule(2000) == list(range(0, 12000, 2000))
+    assert schedule(2000, 250) == [0, 250, 750, 1750, 3750, 5750, 7750, 9750, 11750]
+    assert schedule(2000, 2000) == schedule(2000)  # no shorter interval: the plain cadence
+
+
+def test_a_run_reclusters_on_the_schedule(clustered_data, tmp_path, caplog):
+    config = tiny_config(clustered_data, **{**SELF_CONDITIONED, "self_condition.every": 4,
+                                            "self_condition.first_every": 1, "num_steps": 6})
+    with caplog.at_level("INFO", logger="gan_jax"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    steps = [int(m.group(1)) for m in (re.search(r"reclustered at step (\d+)", r.getMessage())
+                                       for r in caplog.records) if m]
+    assert steps == [1, 3]  # after the first clustering at 0: intervals 1, 2, then 4 (step 7: past the end)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +142,7 @@ def test_four_devices_and_a_sweep_cluster_as_one_device_does(self_conditioned_ru
     ({"model.d_condition": "concat"}, "needs D's features without the label"),
     ({"self_condition.every": 3, "steps_per_call": 2, "sample_every": 2},
      "self_condition.every=3 is not a multiple"),
+    ({"self_condition.first_every": 4}, "first_every=4 is more than config.self_condition.every=2"),
 ])
 def test_self_conditioning_refuses_what_it_cannot_do(idx_dir, overrides, message):
     from gan_jax import config as config_lib

@@ -35,7 +35,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs and config.num_steps are both 0: nothing to train")
     for cadence in ("log_every", "sample_every", "checkpoint_every", "eval_every",
-                    "self_condition.every"):
+                    "self_condition.every", "self_condition.first_every"):
         *parents, leaf = cadence.split(".")
         value = (config[parents[0]] if parents else config)[leaf]
         if value % config.steps_per_call:
@@ -85,6 +85,10 @@ def _check_conditioning(config: ml_collections.ConfigDict) -> None:
     """A conditional run's class count is its dataset's; conditioning options need a conditional or
     self-conditioned run; self-conditioning needs a D whose features do not take the label."""
     model, clusters = config.model, config.self_condition.clusters
+    schedule = config.self_condition
+    if schedule.first_every > schedule.every:
+        raise ConfigError(f"config.self_condition.first_every={schedule.first_every} is more than "
+                          f"config.self_condition.every={schedule.every}: the intervals grow up to it")
     if clusters:
         if model.num_classes:
             raise ConfigError(f"config.self_condition.clusters={clusters} conditions on clusters "

@@ -195,6 +195,8 @@ KEYS: tuple[Key, ...] = (
         check=_non_negative, defines_run=True, absent_means=0),
     Key("self_condition.every", 2000, "steps between reclusterings (self-conditioning only)",
         **_POSITIVE, absent_means=2000),
+    Key("self_condition.first_every", 0, "the first interval between reclusterings, each next one "
+        "twice as long until it is `every` (0: `every` throughout)", **_COUNT, absent_means=0),
     Key("log_every", 200, "cadence of metrics.jsonl records, in steps (the last step always logs)",
         **_POSITIVE),
     Key("sample_every", 200, "cadence of sample grids, in steps", **_POSITIVE),

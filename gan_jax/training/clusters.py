@@ -5,7 +5,7 @@ benefit of class conditioning without reading a label.
 `config.self_condition.clusters = k` turns it on: G and D are the conditional networks with k classes
 (`model.g_condition`, `model.d_condition`), each real image's class is its cluster, and G asks for
 cluster c as often as the real images fall in it. Every `self_condition.every` steps (and before the
-first step) the loop reclusters (`recluster`):
+first step; more often early with `self_condition.first_every`) the loop reclusters (`recluster`):
 
 1. D's penultimate features (inference mode) of every training image, projected to PROJECTION_DIMS
    by a fixed Gaussian matrix: the distances survive the projection, so k-means finds clusters as
@@ -64,9 +64,24 @@ def is_empty(clusters: Clusters) -> bool:
     return int(np.asarray(clusters.counts).sum()) == 0
 
 
-def reclustering_due(clusters: Clusters | None, step: int, every: int) -> bool:
-    """Whether the loop reclusters before the step after `step`: every `every` steps, and first."""
-    return clusters is not None and (step % every == 0 or is_empty(clusters))
+def is_reclustering_step(step: int, every: int, first_every: int = 0) -> bool:
+    """Whether the schedule reclusters at `step`: at 0, then every `every` steps; with `first_every`,
+    after `first_every` steps first and each interval twice the one before until it is `every`
+    (0, f, 3f, 7f, ...): D's features change fastest early, and a reclustering costs a pass of D over
+    every training image, so the early ones are worth it and the later ones are not."""
+    if not first_every:
+        return step % every == 0
+    mark, interval = 0, first_every
+    while mark < step and interval < every:
+        mark, interval = mark + interval, 2 * interval
+    return mark == step or (mark < step and (step - mark) % every == 0)
+
+
+def reclustering_due(clusters: Clusters | None, step: int, every: int, first_every: int = 0) -> bool:
+    """Whether the loop reclusters before the step after `step`: on the schedule
+    (`is_reclustering_step`), and first."""
+    return clusters is not None and (is_reclustering_step(step, every, first_every) or
+                                     is_empty(clusters))
 
 
 @functools.partial(jax.jit, static_argnums=0)

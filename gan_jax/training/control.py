@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from gan_jax.log import logger
+from gan_jax.training import clusters as clusters_lib
 
 
 class Interrupted(Exception):
@@ -113,7 +114,9 @@ def due(config, step: int, total_steps: int) -> dict[str, bool]:
     due = {name: step % config[f"{name}_every"] == 0 or step == total_steps
            for name in ("log", "sample", "checkpoint", "eval") if config[f"{name}_every"]}
     if config.self_condition.clusters:
-        due["recluster"] = step % config.self_condition.every == 0 and step < total_steps
+        schedule = config.self_condition
+        due["recluster"] = step < total_steps and clusters_lib.is_reclustering_step(
+            step, schedule.every, schedule.first_every)
     return due
 
 

@@ -178,8 +178,9 @@ def _loop(config, parallel: ParallelStep, status: "_RunStatus", host_states: lis
           images: np.ndarray, labels: np.ndarray | None, steps_per_epoch: int,
           total_steps: int) -> list[HostState]:
     step, spec = int(host_states[0].step), parallel.spec
-    every = config.self_condition.every
-    if step < total_steps and clusters_lib.reclustering_due(host_states[0].clusters, step, every):
+    schedule = config.self_condition
+    if step < total_steps and clusters_lib.reclustering_due(host_states[0].clusters, step, schedule.every,
+                                                            schedule.first_every):
         host_states = _recluster(spec, host_states, images, step)
     states = parallel.put_states(host_states)
     epoch_data = _EpochData(parallel, images, labels, host_states, steps_per_epoch)
