@@ -48,7 +48,7 @@ from gan_jax import config as config_lib
 from gan_jax.data import sources
 from gan_jax.errors import UserError
 from gan_jax.model import flops
-from gan_jax.training import devices, steps
+from gan_jax.training import clusters, devices, steps
 from gan_jax.training.parallel import SWEEP_FORMS, Layout, ParallelStep
 from gan_jax.training.spec import GANSpec, hyperparams
 from gan_jax.training.state import create_train_state
@@ -99,7 +99,7 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     config_lib.steps_per_epoch(config, len(images))  # checks steps_per_call fits an epoch
     spec = GANSpec.from_config(config, **layout.spec_options())
     parallel = ParallelStep(layout, spec, [hyperparams(config)])
-    state = create_train_state(spec, config.seed)
+    state = _initial_state(spec, config.seed, images)
     orders = steps.data_orders(state.key, 0, len(images))
     states = parallel.put_states([devices.to_host(state)])
     # Timed runs may pass the first two epochs: they then reuse their orders, which costs the same.
@@ -182,6 +182,16 @@ def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[s
                 "epoch_end_rss_bytes": _resident_kib("VmRSS") * 1024}
 
 
+def _initial_state(spec: GANSpec, seed: int, images: np.ndarray):
+    """A run's state at step 0, as training starts it: self-conditioned, clustered once (the loop does
+    that before the first step; the step draws G's classes from the clusters)."""
+    state = create_train_state(spec, seed, num_train_images=len(images))
+    if not spec.clusters:
+        return state
+    return state.replace(clusters=clusters.recluster(spec.discriminator, state.discriminator.variables(),
+                                                     state.clusters, images, state.key, 0))
+
+
 def _labels(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray | None:
     """Labels of the benchmark's images for a conditional config (timing ignores their values)."""
     return (np.arange(len(images)) % config.model.num_classes).astype(np.uint8) if (
@@ -215,7 +225,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
     layout = Layout.for_config(config, num_runs, form)
     spec = GANSpec.from_config(config, **layout.spec_options())
     parallel = ParallelStep(layout, spec, [hyperparams(config)] * num_runs)
-    host_states = [devices.to_host(create_train_state(spec, seed)) for seed in range(num_runs)]
+    host_states = [devices.to_host(_initial_state(spec, seed, images)) for seed in range(num_runs)]
     states = parallel.put_states(host_states)
     orders = [steps.data_orders(devices.wrap_key(s.key), 0, len(images)) for s in host_states]
     data = parallel.with_orders(parallel.put_data(images, _labels(config, images)), orders)

@@ -65,6 +65,19 @@ def test_bench_times_the_real_step(idx_dir, steps_per_call, tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_times_a_self_conditioned_step_and_sweep(idx_dir):
+    """The step of a self-conditioned run draws G's classes from the clusters: the benchmark clusters
+    its state first, as the loop does before step 0."""
+    config = tiny_config(idx_dir, **{"self_condition.clusters": 3, "model.g_condition": "cbn",
+                                     "model.d_condition": "projection"})
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), np.uint8)
+    row = bench.bench_one(config, images, num_steps=2, repeats=1, loop="auto")
+    assert row["steps_per_s"] > 0
+    sweep_row = bench.bench_sweep(config, images, num_runs=2, num_steps=2, repeats=1, form="auto")
+    assert sweep_row["run_steps_per_s"] > 0
+
+
+@pytest.mark.slow
 def test_cli_writes_json_lines(tmp_path, python_env):
     out = tmp_path / "bench.jsonl"
     result = subprocess.run(
