@@ -5,7 +5,7 @@
     python -m gan_jax.train --config experiments/mnist.py \
         --config.data.source=idx --config.data.dir=/path/to/mnist     # offline, from IDX files
 
-Every key is at its default (`gan_jax.config.defaults()`; the README's config table lists them with
+Every key is at its default (`gan_jax.config.defaults()`; docs/config.md lists them with
 their meaning). What to expect (measured, one epoch = 937 steps, about 80 s on a 2-core CPU): the 8x8
 grid in samples/ shows clearly recognizable digits; D loss around 0.2-0.3, G loss 1.3-1.9, mean D(x)
 about 0.75 and D(G(z)) 0.1-0.3 (D stays ahead, G keeps improving); FID about 160 with the shipped

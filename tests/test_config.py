@@ -202,9 +202,9 @@ def test_older_runs_configs_get_the_defaults_that_reproduce_them():
     assert config_lib.with_defaults_for_older_runs(config).loss == "hinge"
 
 
-def test_the_readme_config_table_is_the_contracts():
-    """The README's table is `markdown_table()`, between its markers (`python -m gan_jax.config`)."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def test_the_documented_config_table_is_the_contracts():
+    """docs/config.md's table is `markdown_table()`, between its markers (`python -m gan_jax.config`)."""
+    with open(os.path.join(REPO, "docs", "config.md")) as f:
         readme = f.read()
     start = readme.index("<!-- config-table -->") + len("<!-- config-table -->")
     end = readme.index("<!-- /config-table -->")

@@ -2,7 +2,7 @@
 meaning, whether it defines the run and whether a sweep may vary it (`keys.KEYS`), and the checks
 that run on a config before anything else (`checks.validate`).
 
-`defaults()` is the tutorial's setup (experiments/mnist.py returns it). The README's config table is
+`defaults()` is the tutorial's setup (experiments/mnist.py returns it). The config table of docs/config.md is
 `markdown_table()` (a test keeps them equal: `python -m gan_jax.config` prints it). This package imports
 no JAX.
 """
@@ -45,7 +45,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def markdown_table() -> str:
-    """The README's config table: key, default, meaning."""
+    """The config table of docs/config.md: key, default, meaning."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key in KEYS:
         default = ('""' if key.default == "" else str(key.default).lower() if isinstance(key.default, bool)

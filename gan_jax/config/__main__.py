@@ -1,4 +1,4 @@
-"""`python -m gan_jax.config`: prints the README's config table."""
+"""`python -m gan_jax.config`: prints the config table of docs/config.md."""
 
 from gan_jax.config import markdown_table
 

@@ -41,7 +41,7 @@ class Key:
     Attributes:
       name: dotted for nested fields ("model.g_width").
       default: the tutorial's value; its type is the key's type (a float key also takes an int).
-      meaning: what it does, one line (the README's table shows it).
+      meaning: what it does, one line (docs/config.md's table shows it).
       allowed: what values pass, in words; `check` tests them.
       check: value -> bool.
       defines_run: resuming with another value would continue as neither the old run nor a new one,
