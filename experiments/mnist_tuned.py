@@ -31,4 +31,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.g_lr = 2e-3
     config.ema_decay = 0.999
     config.ema_start = 5000
+    # Self-conditioning: G and D conditioned on 20 clusters of D's features of the real images (no
+    # labels read), through the pairing that led for true labels (docs/conditional.md).
+    config.self_condition.clusters = 20
+    config.self_condition.first_every = 250
+    config.model.g_condition = "cbn"
+    config.model.d_condition = "projection"
     return config

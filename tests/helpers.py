@@ -140,9 +140,9 @@ ALL_TOOLS = {"loss": "wgan_gp", "gp_weight": 5.0, "r1_gamma": 1.0, "model.d_norm
              "lr_decay": "cosine"}
 
 
-def tiny_config(data_dir: str, **overrides):
-    """experiments/mnist.py:tiny on small IDX data, with narrow networks so steps compile fast."""
-    config = load_experiment("mnist", "tiny")
+def tiny_config(data_dir: str, experiment: str = "mnist", **overrides):
+    """experiments/<experiment>.py:tiny on small IDX data, with narrow networks so steps compile fast."""
+    config = load_experiment(experiment, "tiny")
     config.data.source = "idx"
     config.data.dir = data_dir
     config.batch_size = 8

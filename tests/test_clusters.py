@@ -106,19 +106,38 @@ def test_a_self_conditioned_run_resumes_bit_identically(self_conditioned_run, cl
     assert trees_equal(resumed, self_conditioned_run[1])
 
 
-@pytest.mark.slow
-def test_the_labels_on_disk_are_never_read(self_conditioned_run, clustered_data, tmp_path):
-    """The same images with their labels shuffled train the very same run."""
-    shuffled = write_idx_dataset(str(tmp_path / "shuffled"), num_train=80, num_test=16,
+@pytest.fixture(scope="module")
+def shuffled_labels(clustered_data, tmp_path_factory):
+    """clustered_data with its labels shuffled on disk: the same images, other labels."""
+    shuffled = write_idx_dataset(str(tmp_path_factory.mktemp("shuffled")), num_train=80, num_test=16,
                                  class_images=True)
-    for split, n in (("train", 80), ("t10k", 16)):
+    for split in ("train", "t10k"):
         path = os.path.join(shuffled, f"{split}-labels-idx1-ubyte.gz")
         labels = idx.read_idx_file(path, ndim=1)
         idx.write_idx(path, np.random.default_rng(1).permutation(labels))
     assert not np.array_equal(idx.load_split(shuffled, "train").labels,
                               idx.load_split(clustered_data, "train").labels)
-    again = train.train_and_evaluate(tiny_config(shuffled, **SELF_CONDITIONED), str(tmp_path / "run"))
+    return shuffled
+
+
+@pytest.mark.slow
+def test_the_labels_on_disk_are_never_read(self_conditioned_run, shuffled_labels, tmp_path):
+    """The same images with their labels shuffled train the very same run."""
+    again = train.train_and_evaluate(tiny_config(shuffled_labels, **SELF_CONDITIONED),
+                                     str(tmp_path / "run"))
     assert trees_equal(again, self_conditioned_run[1])
+
+
+@pytest.mark.slow
+def test_the_tuned_config_never_reads_labels(clustered_data, shuffled_labels, tmp_path):
+    """experiments/mnist_tuned.py (shrunk, reclustering at steps 0, 1 and 3) trains the very same run
+    from shuffled labels: it is unconditional, its clusters come from D."""
+    def tuned(data_dir, name):
+        config = tiny_config(data_dir, "mnist_tuned", **{"self_condition.first_every": 1,
+                                                         "self_condition.every": 4})
+        assert config.self_condition.clusters > 0 and config.model.num_classes == 0
+        return train.train_and_evaluate(config, str(tmp_path / name))
+    assert trees_equal(tuned(shuffled_labels, "shuffled"), tuned(clustered_data, "labelled"))
 
 
 @pytest.mark.slow
