@@ -5,8 +5,8 @@ from a moving average of G's weights once training has settled.
 
 The settings of experiments/mnist_tuned.py before it gained self-conditioning, written out: on
 Fashion-MNIST they are what was measured for 20 epochs, and self-conditioning was not (docs/quality.md,
-"Fashion-MNIST"). Add `--config.self_condition.clusters=20 --config.self_condition.first_every=250
---config.model.g_condition=cbn` to try MNIST's tuning here.
+"Fashion-MNIST"). Add `--config.self_condition.clusters=20 --config.model.g_condition=cbn` to try MNIST's
+tuning here.
 
 What to expect (measured on a 2-core CPU, 10,000 samples, the shipped evaluator): after one epoch FID
 64.1 +- 8.1 (3 seeds) against the tutorial config's 102.5 +- 7.2; after 20 epochs FID 9.12 +- 0.04,
