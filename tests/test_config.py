@@ -38,7 +38,7 @@ def test_the_tuned_and_conditional_configs_change_only_what_they_say():
     # Fashion-MNIST keeps the 0.1.0 tuning measured there (self-conditioning was measured on MNIST).
     assert changed("fashion_mnist_tuned") == {"g_lr": 2e-3, "ema_decay": 0.999, "ema_start": 5000,
                                               "data.name": "fashion_mnist"}
-    # The conditional configs keep gan_jax 0.1.0's rates and average, without self-conditioning.
+    # The conditional configs: the tuned rates and average, the labels in the clusters' place.
     assert changed("mnist_conditional") == {"g_lr": 2e-3, "ema_decay": 0.999, "ema_start": 5000,
                                             "model.num_classes": 10, "model.g_condition": "cbn"}
     conditional = changed("mnist_conditional")
