@@ -182,6 +182,14 @@ def test_an_epoch_is_a_pass_over_the_data_whatever_d_steps():
         config_lib.steps_per_epoch(config, 100)
 
 
+def test_more_clusters_than_images_is_refused_before_training():
+    config = load_experiment("mnist_tuned")
+    config.batch_size = 8
+    assert config_lib.steps_per_epoch(config, 20) == 2  # one image per cluster is enough
+    with pytest.raises(ConfigError, match=r"self_condition.clusters=20 is more than the 19 training"):
+        config_lib.steps_per_epoch(config, 19)
+
+
 def test_older_runs_configs_get_the_defaults_that_reproduce_them():
     """A config.json written before a key existed is read with the value that meant the old behaviour."""
     config = load_experiment("mnist")

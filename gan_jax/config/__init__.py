@@ -135,6 +135,9 @@ def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int
         per_step = f" x config.d_steps={config.d_steps}" if config.d_steps > 1 else ""
         raise ConfigError(f"config.batch_size={config.batch_size}{per_step} is larger than the "
                           f"{num_examples} training images")
+    if config.self_condition.clusters > num_examples:  # k-means needs an image per cluster at least
+        raise ConfigError(f"config.self_condition.clusters={config.self_condition.clusters} is more "
+                          f"than the {num_examples} training images")
     steps_per_epoch = num_examples // images_per_step
     if config.steps_per_call > steps_per_epoch:  # a call's steps may span two epochs, not three
         raise ConfigError(f"config.steps_per_call={config.steps_per_call} is more than the "
