@@ -45,6 +45,10 @@ def curve(run_dirs: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
             config)
 
 
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("s" if count > 1 else "")
+
+
 def seconds(steps: np.ndarray, config: dict, step_s: float, recluster_s: float) -> np.ndarray:
     """Training time at each of `steps`: the steps, and the reclusterings made before them."""
     schedule = config.get("self_condition", {})
@@ -68,7 +72,7 @@ def main() -> None:
         label, step_s, recluster_s, runs = spec.split(":", 3)
         steps, fid, config = curve(runs.split(","))
         minutes = seconds(steps, config, float(step_s), float(recluster_s)) / 60
-        ax.plot(minutes, fid, marker="o", label=f"{label} ({len(runs.split(','))} seeds)")
+        ax.plot(minutes, fid, marker="o", label=f"{label} ({_seeds(len(runs.split(',')))})")
         print(f"{label}: " + ", ".join(f"{m:.0f} min {f:.1f}" for m, f in zip(minutes, fid)))
     ax.set_yscale("log")
     ax.set_xlabel("training time (minutes; step and reclustering times measured side by side)")
