@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -43,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gan_jax import cli
+from gan_jax import cli, measure
 from gan_jax import config as config_lib
 from gan_jax.data import sources
 from gan_jax.errors import UserError
@@ -54,38 +53,6 @@ from gan_jax.training.spec import GANSpec, hyperparams
 from gan_jax.training.state import create_train_state
 
 NUM_TRAIN_IMAGES = 60000
-
-
-def peak_memory_bytes() -> tuple[int, str]:
-    """Peak device memory where the backend reports it, else this process's peak RSS."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        return int(stats["peak_bytes_in_use"]), "device"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
-
-
-def xla_analysis(compiled) -> dict[str, Any]:
-    """XLA's own account of a compiled step: its cost analysis (flops, bytes accessed) and memory
-    analysis (argument, output and temporary bytes); a field the backend does not report is None."""
-    cost = compiled.cost_analysis()
-    cost = (cost[0] if cost else {}) if isinstance(cost, list) else (cost or {})
-    memory = compiled.memory_analysis()
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-              "alias_size_in_bytes", "generated_code_size_in_bytes")
-    return {"xla_flops": cost.get("flops"), "xla_bytes_accessed": cost.get("bytes accessed"),
-            **{f"xla_{name.removesuffix('_in_bytes')}_bytes": getattr(memory, name, None)
-               for name in fields}}
-
-
-def profile_calls(call, states, calls: int, directory: str):
-    """A `jax.profiler` trace of `calls` calls of `states, metrics = call(states)` into `directory`
-    (TensorBoard's profile plugin, XProf and Perfetto open it), each call annotated as a step."""
-    with jax.profiler.trace(directory):
-        for number in range(calls):
-            with jax.profiler.StepTraceAnnotation("train", step_num=number):
-                states, metrics = call(states)
-        jax.block_until_ready((states, metrics))
-    return states
 
 
 def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: int, repeats: int,
@@ -108,16 +75,17 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
     step, compiled = parallel.compile_ahead(k, states, data)
     compile_s = time.perf_counter() - start
     calls = max(1, -(-num_steps // k))
-    rates, metrics, states = _time_calls(lambda states: step(states, data), states, calls, repeats)
+    rates, metrics, states = measure.time_calls(lambda states: step(states, data), states, calls, repeats)
     if profile_dir:
         name = f"batch{config.batch_size}_k{k}_{config.model.compute_dtype}"
-        profile_calls(lambda states: step(states, data), states, 3, os.path.join(profile_dir, name))
+        measure.profile_calls(lambda states: step(states, data), states, 3,
+                              os.path.join(profile_dir, name))
     if not all(np.isfinite(m["d_loss"]) for m in parallel.get_metrics(metrics)[0]):
         raise UserError(f"the loss became non-finite while benchmarking batch {config.batch_size}")
     rates = [rate * k for rate in rates]
     steps_per_s = statistics.median(rates)
     step_flops = flops.train_step_flops_per_image(config) * config.batch_size
-    memory, memory_kind = peak_memory_bytes()
+    memory, memory_kind = measure.peak_memory_bytes()
     return {
         "device_kind": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
@@ -141,17 +109,8 @@ def bench_one(config: ml_collections.ConfigDict, images: np.ndarray, num_steps: 
         "peak_memory_kind": memory_kind,
         "timed_steps": calls * k,
         "repeats": repeats,
-        **xla_analysis(compiled),
+        **measure.xla_analysis(compiled),
     }
-
-
-def _resident_kib(field: str) -> int:
-    """A /proc/self/status field in KiB (VmRSS: now, VmHWM: the peak since the last reset)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise UserError(f"/proc/self/status has no {field} (the epoch's memory needs Linux)")
 
 
 def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[str, Any]:
@@ -178,8 +137,8 @@ def bench_epoch(config: ml_collections.ConfigDict, images: np.ndarray) -> dict[s
         seconds = time.perf_counter() - start
         return {"epoch_steps": run_config.num_steps, "epoch_seconds": seconds,
                 "epoch_steps_per_s": run_config.num_steps / seconds,
-                "epoch_peak_rss_bytes": _resident_kib("VmHWM") * 1024,
-                "epoch_end_rss_bytes": _resident_kib("VmRSS") * 1024}
+                "epoch_peak_rss_bytes": measure.resident_kib("VmHWM") * 1024,
+                "epoch_end_rss_bytes": measure.resident_kib("VmRSS") * 1024}
 
 
 def _initial_state(spec: GANSpec, seed: int, images: np.ndarray):
@@ -196,22 +155,6 @@ def _labels(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray
     """Labels of the benchmark's images for a conditional config (timing ignores their values)."""
     return (np.arange(len(images)) % config.model.num_classes).astype(np.uint8) if (
         config.model.num_classes) else None
-
-
-def _time_calls(call, state, calls: int, repeats: int) -> tuple[list[float], Any, Any]:
-    """Calls/s of `state, metrics = call(state)`: one untimed warm-up call, then `repeats` timed runs
-    of `calls` calls, each ending when the device is done. Returns the rates, the last metrics and
-    the last state (the input state is donated)."""
-    state, metrics = call(state)
-    jax.block_until_ready(metrics)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            state, metrics = call(state)
-        jax.block_until_ready((state, metrics))
-        rates.append(calls / (time.perf_counter() - start))
-    return rates, metrics, state
 
 
 def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs: int, num_steps: int,
@@ -232,7 +175,7 @@ def bench_sweep(config: ml_collections.ConfigDict, images: np.ndarray, num_runs:
     start = time.perf_counter()
     step, _ = parallel.compile_ahead(1, states, data)
     compile_s = time.perf_counter() - start
-    rates, metrics, _ = _time_calls(lambda states: step(states, data), states, num_steps, repeats)
+    rates, metrics, _ = measure.time_calls(lambda states: step(states, data), states, num_steps, repeats)
     if not all(np.isfinite(m["d_loss"]) for run in parallel.get_metrics(metrics) for m in run):
         raise UserError(f"the loss became non-finite while benchmarking {num_runs} runs")
     steps_per_s = statistics.median(rates)
